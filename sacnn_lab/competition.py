@@ -1,0 +1,161 @@
+"""Feature competition: the maths of SACNN's head on the logits (paper, Eqs. 2–4).
+
+Every pixel of the last feature map is classified into ``1 + K`` classes by a softmax (class 0 =
+defect-free, classes 1..K = defect types). In each defective layer the pixels compete and the spatial
+maximum is the image's probability (Eq. 2)::
+
+    l* = max_{s,t} softmax(F)[k, s, t]
+
+and a sample's loss is the binary cross-entropy of that winner against the image label (Eq. 3),
+summed over the batch (Eq. 4)::
+
+    loss = -(l · log l* + (1 - l) · log(1 - l*))
+
+Everything is computed in log space and in float32, so it stays finite when ``l*`` rounds to 0 or 1:
+``log l*`` is the maximum of the log-softmax, and ``log(1 - l*)`` is the log of the other classes'
+probability mass at the winning pixel, ``logsumexp(other logits) - logsumexp(all logits)`` there. The
+loss depends on each image's logits only at its winning pixel, so only that pixel gets a gradient.
+
+All functions are pure and take logits ``(B, 1 + K, s, t)`` as :class:`~sacnn_lab.model.SACNN` returns.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = ["defect_layers", "image_scores", "winning_pixels", "competition_loss"]
+
+REDUCTIONS = ("sum", "mean", "none")
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor (B, 1 + K, s, t), not {type(logits).__name__}")
+    if logits.dim() != 4 or logits.shape[1] < 2:
+        raise ValueError(f"logits must have shape (B, 1 + K, s, t) with K >= 1, got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be floating point, not {logits.dtype}")
+
+
+def defect_layers(logits: torch.Tensor) -> torch.Tensor:
+    """Per-pixel probability of each defect type: the softmax's layers 1..K.
+
+    Args:
+        logits: ``(B, 1 + K, s, t)``.
+
+    Returns:
+        Probabilities ``(B, K, s, t)`` in float32 (for K = 1, layer 0 is the paper's defective layer).
+    """
+    _check_logits(logits)
+    return torch.softmax(logits.float(), dim=1)[:, 1:]
+
+
+def _winners(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Winning flat pixel per (image, defect type), and the log-softmax of its defect class there."""
+    log_p = torch.log_softmax(logits.float(), dim=1)[:, 1:].flatten(2)  # (B, K, s·t)
+    best, idx = log_p.max(dim=2)  # (B, K) each
+    return idx, best
+
+
+def winning_pixels(logits: torch.Tensor) -> torch.Tensor:
+    """The pixel that wins the competition in each defective layer.
+
+    Args:
+        logits: ``(B, 1 + K, s, t)``.
+
+    Returns:
+        Flat indices ``(B, K)`` (int64) into the ``s · t`` pixels, row-major: ``row = i // t``,
+        ``col = i % t``.
+    """
+    _check_logits(logits)
+    return _winners(logits)[0]
+
+
+def image_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Image-level probability of each defect type: the spatial maximum of its layer (Eq. 2).
+
+    Args:
+        logits: ``(B, 1 + K, s, t)``.
+
+    Returns:
+        ``l*`` of shape ``(B, K)``, float32 in [0, 1].
+    """
+    _check_logits(logits)
+    return _winners(logits)[1].exp()
+
+
+def _check_labels(labels: torch.Tensor, batch: int, num_types: int) -> None:
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor (B,) of ints, not {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"labels must be an integer or bool tensor (0 = defect-free), not {labels.dtype}")
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape ({batch},) to match the logits, got {tuple(labels.shape)}")
+    if batch and bool(((labels < 0) | (labels > num_types)).any()):
+        raise ValueError(f"labels must lie in 0..{num_types} (0 = defect-free), got {labels.tolist()}")
+
+
+def competition_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    class_weights: Sequence[float] | None = None,
+    reduction: str = "sum",
+) -> torch.Tensor:
+    """The SACNN loss: cross-entropy between each defective layer's winner and the image label.
+
+    For K = 1 this is exactly Eqs. 3–4 of the paper. For K > 1 each defect type ``k`` is a
+    one-vs-rest problem on its own layer's winner, ``y_k = [label == k]``, and the K binary
+    cross-entropies are summed per sample::
+
+        loss_b = -Σ_k ( w1 · y_k · log l*_k + w0 · (1 - y_k) · log(1 - l*_k) )
+
+    Args:
+        logits: ``(B, 1 + K, s, t)``, any float dtype (computed in float32).
+        labels: ``(B,)`` integers in ``0..K``; 0 is defect-free, ``k`` is defect type ``k``.
+        class_weights: ``(w_defect_free, w_defective)`` = ``(w0, w1)`` weighting the two terms of
+            Eq. 3, e.g. against class imbalance; ``None`` is ``(1, 1)``, the paper.
+        reduction: ``"sum"`` over the batch (Eq. 4, the paper), ``"mean"`` over the batch, or
+            ``"none"`` for the per-sample losses ``(B,)``.
+
+    Returns:
+        A scalar (``"sum"``, ``"mean"``) or ``(B,)`` (``"none"``).
+
+    Raises:
+        TypeError: logits or labels of the wrong kind.
+        ValueError: shapes that do not match, labels out of range, bad weights or reduction.
+    """
+    _check_logits(logits)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, not {reduction!r}")
+    batch, classes = logits.shape[:2]
+    num_types = classes - 1
+    _check_labels(labels, batch, num_types)
+    if class_weights is None:
+        w0, w1 = 1.0, 1.0
+    else:
+        if len(class_weights) != 2:
+            raise ValueError(f"class_weights must be (w_defect_free, w_defective), got {class_weights!r}")
+        w0, w1 = (float(w) for w in class_weights)
+        if w0 < 0 or w1 < 0:
+            raise ValueError(f"class_weights must be >= 0, got {class_weights!r}")
+
+    x = logits.float().flatten(2)  # (B, C, N)
+    with torch.no_grad():
+        idx, _ = _winners(logits)  # (B, K): the argmax carries no gradient anyway
+    # at_win[b, c, k]: logit of class c at the pixel that wins defect layer k of image b
+    at_win = x.gather(2, idx[:, None, :].expand(batch, classes, num_types))
+    lse_all = torch.logsumexp(at_win, dim=1)  # (B, K)
+    own = torch.arange(1, classes, device=x.device)  # class of layer k
+    is_own = torch.arange(classes, device=x.device)[:, None] == own[None, :]  # (C, K)
+    log_l = at_win.gather(1, own.view(1, 1, -1).expand(batch, 1, num_types)).squeeze(1) - lse_all
+    log_not_l = torch.logsumexp(at_win.masked_fill(is_own, float("-inf")), dim=1) - lse_all
+
+    y = (labels.to(x.device).long()[:, None] == own[None, :]).float()  # (B, K)
+    per_sample = -(w1 * y * log_l + w0 * (1 - y) * log_not_l).sum(dim=1)  # (B,)
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction == "mean":
+        return per_sample.mean()
+    return per_sample

@@ -1,0 +1,169 @@
+"""Tests of sacnn_lab.competition: Eqs. 2–4 by hand, gradients at the winner, numerical safety, K > 1."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sacnn_lab.competition import competition_loss, defect_layers, image_scores, winning_pixels
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+@pytest.fixture
+def hand_logits() -> torch.Tensor:
+    """Two images, 2 classes, 2×2 pixels; class 0 logits are 0, so p_defective = sigmoid(class 1)."""
+    logits = torch.zeros(2, 2, 2, 2)
+    logits[0, 1] = torch.tensor([[0.0, 1.0], [2.0, -1.0]])  # winner (1, 0): l* = sigmoid(2)
+    logits[1, 1] = torch.tensor([[-3.0, -0.5], [-2.0, -1.5]])  # winner (0, 1): l* = sigmoid(-0.5)
+    return logits
+
+
+def naive_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eqs. 2–4 written literally (float64; unsafe for extreme logits), generalised one-vs-rest."""
+    p = torch.softmax(logits.double(), dim=1)
+    total = torch.zeros(logits.shape[0], dtype=torch.float64)
+    for k in range(1, logits.shape[1]):
+        l_star = p[:, k].flatten(1).max(dim=1).values
+        y = (labels == k).double()
+        total -= y * torch.log(l_star) + (1 - y) * torch.log(1 - l_star)
+    return total
+
+
+def test_scores_and_layers_by_hand(hand_logits: torch.Tensor) -> None:
+    layers = defect_layers(hand_logits)
+    assert layers.shape == (2, 1, 2, 2)
+    assert layers[0, 0, 0, 1].item() == pytest.approx(sigmoid(1.0))
+    scores = image_scores(hand_logits)
+    assert scores.shape == (2, 1)
+    assert scores[:, 0].tolist() == pytest.approx([sigmoid(2.0), sigmoid(-0.5)])
+    assert winning_pixels(hand_logits).tolist() == [[2], [1]]
+
+
+@pytest.mark.parametrize("labels", [[1, 0], [0, 1], [1, 1], [0, 0]])
+def test_loss_equals_eq3_eq4_by_hand(hand_logits: torch.Tensor, labels: list[int]) -> None:
+    l_star = [sigmoid(2.0), sigmoid(-0.5)]
+    per = [-(l * math.log(s) + (1 - l) * math.log(1 - s)) for l, s in zip(labels, l_star)]
+    y = torch.tensor(labels)
+    assert competition_loss(hand_logits, y, reduction="sum").item() == pytest.approx(sum(per), rel=1e-6)
+    assert competition_loss(hand_logits, y).item() == pytest.approx(sum(per), rel=1e-6)  # Eq. 4 default
+    assert competition_loss(hand_logits, y, reduction="mean").item() == pytest.approx(sum(per) / 2, rel=1e-6)
+    none = competition_loss(hand_logits, y, reduction="none")
+    assert none.shape == (2,) and none.tolist() == pytest.approx(per, rel=1e-6)
+
+
+def test_loss_matches_literal_formula_on_random_logits() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(6, 2, 5, 7) * 3
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
+    got = competition_loss(logits, labels, reduction="none").double()
+    torch.testing.assert_close(got, naive_loss(logits, labels), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_types", [1, 2])
+def test_gradient_only_at_the_winning_pixel(num_types: int) -> None:
+    torch.manual_seed(1)
+    b, s, t = 4, 5, 6
+    logits = torch.randn(b, 1 + num_types, s, t, requires_grad=True)
+    labels = torch.arange(b) % (1 + num_types)
+    competition_loss(logits, labels).backward()
+    touched = logits.grad.abs().sum(dim=1).flatten(1) > 0  # (B, s·t)
+    winners = winning_pixels(logits.detach())  # (B, K)
+    for i in range(b):
+        expected = set(winners[i].tolist())
+        assert set(torch.nonzero(touched[i]).flatten().tolist()) == expected
+    # and the winner is the spatial argmax of the defective layer
+    if num_types == 1:
+        flat = defect_layers(logits.detach())[:, 0].flatten(1)
+        assert winners[:, 0].tolist() == flat.argmax(dim=1).tolist()
+
+
+def test_extreme_logits_stay_finite() -> None:
+    logits = torch.full((2, 2, 3, 3), -1e4)
+    logits[:, 0] = 1e4  # every pixel sure to be defect-free: l* rounds to 0
+    logits[1, 1, 2, 2], logits[1, 0, 2, 2] = 1e4, -1e4  # image 1: one sure defect, l* rounds to 1
+    for labels, expected in (([1, 0], [2e4, 2e4]), ([0, 1], [0.0, 0.0])):
+        x = logits.clone().requires_grad_(True)
+        per = competition_loss(x, torch.tensor(labels), reduction="none")
+        assert torch.isfinite(per).all()
+        assert per.tolist() == pytest.approx(expected, abs=1e-3)
+        per.sum().backward()
+        assert torch.isfinite(x.grad).all()
+    # the literal formula breaks down where ours does not
+    assert not torch.isfinite(naive_loss(logits, torch.tensor([1, 0]))).all()
+
+
+def test_class_weights_scale_the_right_term(hand_logits: torch.Tensor) -> None:
+    defect_free, defective = torch.tensor([0, 0]), torch.tensor([1, 1])
+    w = (2.0, 5.0)
+    base0 = competition_loss(hand_logits, defect_free)
+    base1 = competition_loss(hand_logits, defective)
+    weighted0 = competition_loss(hand_logits, defect_free, class_weights=w)
+    weighted1 = competition_loss(hand_logits, defective, class_weights=w)
+    assert weighted0.item() == pytest.approx(2 * base0.item())
+    assert weighted1.item() == pytest.approx(5 * base1.item())
+    mixed = torch.tensor([1, 0])
+    per = competition_loss(hand_logits, mixed, reduction="none")
+    weighted = competition_loss(hand_logits, mixed, class_weights=w, reduction="none")
+    assert weighted.tolist() == pytest.approx([5 * per[0].item(), 2 * per[1].item()])
+
+
+def test_two_defect_types() -> None:
+    logits = torch.zeros(3, 3, 1, 2)
+    logits[:, 1] = torch.tensor([[1.0, 0.0]])  # type 1 wins pixel 0
+    logits[:, 2] = torch.tensor([[0.0, 2.0]])  # type 2 wins pixel 1
+    labels = torch.tensor([0, 1, 2])
+    # type 1: l*_1 at pixel 0 = e/(1+e+1); type 2: l*_2 at pixel 1 = e²/(1+1+e²)
+    l1 = math.e / (2 + math.e)
+    l2 = math.e**2 / (2 + math.e**2)
+    expected = [
+        -(math.log(1 - l1) + math.log(1 - l2)),  # defect-free: both pushed down
+        -(math.log(l1) + math.log(1 - l2)),
+        -(math.log(1 - l1) + math.log(l2)),
+    ]
+    assert image_scores(logits)[0].tolist() == pytest.approx([l1, l2])
+    assert winning_pixels(logits)[0].tolist() == [0, 1]
+    got = competition_loss(logits, labels, reduction="none")
+    assert got.tolist() == pytest.approx(expected, rel=1e-6)
+    torch.manual_seed(2)
+    rand = torch.randn(5, 3, 4, 4)
+    rand_labels = torch.tensor([0, 1, 2, 2, 1])
+    torch.testing.assert_close(
+        competition_loss(rand, rand_labels, reduction="none").double(), naive_loss(rand, rand_labels)
+    )
+
+
+def test_low_precision_logits_are_computed_in_float32(hand_logits: torch.Tensor) -> None:
+    labels = torch.tensor([1, 0])
+    loss = competition_loss(hand_logits.to(torch.bfloat16), labels)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(competition_loss(hand_logits, labels).item(), rel=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "kwargs", "error"),
+    [
+        (torch.zeros(2, 2, 3), torch.tensor([0, 1]), {}, ValueError),  # not 4-D
+        (torch.zeros(2, 1, 3, 3), torch.tensor([0, 1]), {}, ValueError),  # no defect class
+        (torch.zeros(2, 2, 3, 3, dtype=torch.long), torch.tensor([0, 1]), {}, TypeError),
+        (torch.zeros(2, 2, 3, 3), torch.tensor([0.0, 1.0]), {}, TypeError),  # float labels
+        (torch.zeros(2, 2, 3, 3), torch.tensor([0, 2]), {}, ValueError),  # out of range for K = 1
+        (torch.zeros(2, 2, 3, 3), torch.tensor([0, 1, 1]), {}, ValueError),  # batch mismatch
+        (torch.zeros(2, 2, 3, 3), torch.tensor([0, 1]), {"reduction": "max"}, ValueError),
+        (torch.zeros(2, 2, 3, 3), torch.tensor([0, 1]), {"class_weights": (1.0,)}, ValueError),
+        (torch.zeros(2, 2, 3, 3), torch.tensor([0, 1]), {"class_weights": (1.0, -1.0)}, ValueError),
+    ],
+)
+def test_bad_input_raises(logits, labels, kwargs, error) -> None:
+    with pytest.raises(error):
+        competition_loss(logits, labels, **kwargs)
+
+
+def test_bool_labels_are_accepted(hand_logits: torch.Tensor) -> None:
+    a = competition_loss(hand_logits, torch.tensor([True, False]))
+    b = competition_loss(hand_logits, torch.tensor([1, 0]))
+    assert a.item() == b.item()
