@@ -1,15 +1,172 @@
-"""``sacnn-lab`` command line.
+"""``sacnn-lab`` command line: train, evaluate, predict, demo, gallery.
 
-    sacnn-lab gallery --out gallery.png      # generated character samples with their true boxes
+    sacnn-lab demo                                              # the main job: train on CPU, show maps
+    sacnn-lab train --data characters --preset fast --out runs/fast
+    sacnn-lab evaluate --checkpoint runs/fast --data characters --json
+    sacnn-lab evaluate --checkpoint runs/fast --data data/test  # a labelled folder
+    sacnn-lab predict --checkpoint runs/fast --out runs/pred img1.png img2.png
+    sacnn-lab gallery --out runs/gallery.png
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from data_gen.fonts import NoUsableFontsError
+
+
+def _run_config(args: argparse.Namespace):
+    from .config import RunConfig
+
+    cfg = RunConfig.preset(args.preset)
+    train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+                               ("optimizer", args.optimizer), ("device", args.device),
+                               ("max_time", args.max_time), ("num_workers", args.workers),
+                               ("seed", args.seed)) if v is not None}
+    cfg.train = replace(cfg.train, **train)
+    data = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("val_size", args.val_size),
+                              ("test_size", args.test_size)) if v is not None}
+    if args.ratio is not None:
+        data["characters"] = replace(cfg.data.characters, ratio=args.ratio)
+    cfg.data = replace(cfg.data, **data)
+    return cfg
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", choices=["characters"], default="characters", help="training data")
+    p.add_argument("--preset", choices=["fast", "paper"], default="fast")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--samples-per-epoch", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--ratio", type=float, help="defect-free training images per defective one")
+    p.add_argument("--val-size", type=int)
+    p.add_argument("--test-size", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--max-time", type=float, help="stop after this many seconds of training")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, help="model initialisation seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _summary(metrics: dict) -> str:
+    return (f"accuracy {metrics['accuracy']:.4f}, precision {metrics['precision']:.4f}, "
+            f"recall {metrics['recall']:.4f}, AUROC {metrics['auroc']:.4f}, "
+            f"pointing game {metrics['pointing_game']:.4f}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .experiment import train
+    from .trainer import resolve_device
+
+    cfg = _run_config(args)
+    dev = resolve_device(cfg.train.device)
+    print(f"training SACNN ({args.preset} preset) on {dev}"
+          + (" with mixed precision" if dev.type == "cuda" and cfg.train.amp else "") + f"; run folder {args.out}")
+    run = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    last = run.history.epochs[-1]
+    print(f"done: {last['epoch']} epochs, {last['train_time']:.0f} s of training; "
+          f"validation accuracy {last.get('val_accuracy', math.nan):.4f}, "
+          f"pointing game {last.get('val_pointing_game', math.nan):.4f}")
+    return 0
+
+
+def _load_data(spec: str, config, n: int | None):
+    """A labelled folder, or ``characters[:SEED]`` (the run's test split, or another seed)."""
+    from .data import load_folder
+    from .experiment import split
+
+    if spec == "characters" or spec.startswith("characters:"):
+        if spec.startswith("characters:"):
+            config.data = replace(config.data, test_seed=int(spec.split(":", 1)[1]))
+        return split(config, "test", n=n)
+    size = (config.data.characters.image_size,) * 2
+    return load_folder(spec, size=size)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .experiment import evaluate, load_model
+
+    model, config = load_model(args.checkpoint)
+    data = _load_data(args.data, config, args.n)
+    t = time.perf_counter()
+    metrics = evaluate(model, data)
+    metrics["images"] = len(data.labels)
+    metrics["seconds"] = time.perf_counter() - t
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
+                         indent=1))
+    else:
+        print(f"{len(data.labels)} images: {_summary(metrics)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .data import read_gray
+    from .experiment import load_model
+    from .inference import localise, predict
+    from .plots import overlay
+
+    model, config = load_model(args.checkpoint)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.images:
+        img = read_gray(name)
+        p = predict(model, img[None])
+        m = p.map[0].numpy()
+        boxes = localise(m, method=args.method, config=config.model) if float(p.score[0]) >= 0.5 else []
+        Image.fromarray(overlay(img, m)).save(out / (Path(name).stem + "_overlay.png"))
+        results.append({"image": str(name), "score": float(p.score[0]), "defective": float(p.score[0]) >= 0.5,
+                        "boxes": [[b.x0, b.y0, b.x1, b.y1, round(b.score, 4)] for b in boxes]})
+    (out / "predictions.json").write_text(json.dumps(results, indent=1))
+    for r in results:
+        print(f"{r['image']}: p={r['score']:.3f} {'defective' if r['defective'] else 'defect-free'} "
+              f"{len(r['boxes'])} box(es)")
+    print(f"overlays and predictions.json written to {out}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .config import RunConfig
+    from .experiment import evaluate, split, train
+    from .inference import predict
+    from .plots import defect_maps
+
+    cfg = RunConfig.preset("fast")
+    if args.max_time:
+        cfg.train = replace(cfg.train, max_time=args.max_time)
+    out = Path(args.out)
+    if (out / "checkpoint.pt").exists():
+        import shutil
+
+        shutil.rmtree(out)
+    print("sacnn-lab demo: training SACNN (fast preset) on the generated character set, "
+          "from image-level labels only")
+    run = train(cfg, out, progress=not args.quiet)
+    test = split(cfg, "test")
+    print(f"evaluating on {len(test)} test images of an unseen seed ...")
+    m = evaluate(run.model, test)
+    print(f"test: {_summary(m)}")
+    probe = split(cfg, "probe", n=16)
+    p = predict(run.model, probe.images)
+    fig_path = out / "defect_maps.png"
+    defect_maps(probe.images, p.map.numpy(), [probe.boxes_of(i) for i in range(len(probe))], p.score.numpy(),
+                probe.labels, title="SACNN defect maps on test images (true boxes in white)", path=fig_path)
+    (out / "test_metrics.json").write_text(json.dumps(m, indent=1))
+    print(f"figure of test images with their defect maps and true boxes: {fig_path}")
+    return 0
 
 
 def _gallery(args: argparse.Namespace) -> int:
@@ -30,8 +187,32 @@ def _gallery(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sacnn-lab", description="Weakly supervised defect detection with SACNN.")
+    p = argparse.ArgumentParser(prog="sacnn-lab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="train the fast preset on CPU, report test figures, draw defect maps")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--max-time", type=float, help="cap the training time in seconds")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(run=_demo)
+    t = sub.add_parser("train", help="train SACNN")
+    t.add_argument("--out", required=True, help="run folder (config, checkpoint, history)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _add_train_args(t)
+    t.set_defaults(run=_train)
+    e = sub.add_parser("evaluate", help="test figures of a checkpoint")
+    e.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    e.add_argument("--data", default="characters",
+                   help="a labelled folder, or characters[:SEED] (the run's test split, or another seed)")
+    e.add_argument("--n", type=int, help="images of a generated split (default: the run's test_size)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(run=_evaluate)
+    r = sub.add_parser("predict", help="defect maps and boxes for image files")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--out", default="runs/predict")
+    r.add_argument("--method", choices=["threshold", "otsu", "nms"], default="threshold")
+    r.add_argument("images", nargs="+")
+    r.set_defaults(run=_predict)
     g = sub.add_parser("gallery", help="write a gallery of generated samples with their true boxes")
     g.add_argument("--out", default="runs/gallery.png")
     g.add_argument("--n", type=int, default=32)
@@ -45,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, NoUsableFontsError, FloatingPointError,
+            RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,8 @@ for a whole batch at once and the generator composes it in one vectorised call (
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -104,3 +106,120 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: 
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g, collate_fn=collate,
                       num_workers=num_workers, drop_last=drop_last,
                       persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
+
+
+class GeneratedEpochs:
+    """Training data for :class:`~sacnn_lab.trainer.Trainer`: epoch ``e`` (from 1) yields fresh samples
+    ``(e-1)*N … e*N-1`` of the training seed, in batches. New images every epoch, like the authors'
+    on-the-fly generator, yet the same images on every machine and on resume.
+
+    Args:
+        generator: the character generator (its glyph cache is shared).
+        seed: the training split's seed.
+        samples_per_epoch: N.
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(self, generator: CharacterGenerator, seed: int, samples_per_epoch: int, batch_size: int,
+                 num_workers: int = 0):
+        if samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be >= 1, not {samples_per_epoch}")
+        self.generator, self.seed = generator, int(seed)
+        self.samples_per_epoch, self.batch_size, self.num_workers = samples_per_epoch, batch_size, num_workers
+        self.steps_per_epoch = -(-samples_per_epoch // batch_size)
+
+    def loader(self, epoch: int) -> DataLoader:
+        if epoch < 1:
+            raise ValueError(f"epochs count from 1, not {epoch}")
+        ds = CharacterDataset(seed=self.seed, length=self.samples_per_epoch,
+                              start=(epoch - 1) * self.samples_per_epoch, generator=self.generator)
+        return make_loader(ds, self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+
+class FolderSet:
+    """A labelled folder loaded into memory.
+
+    Attributes:
+        root: the folder.
+        filenames: ``(N,)`` names relative to its images folder.
+        images: ``(N, H, W)`` uint8 gray images.
+        labels: ``(N,)`` uint8, 1 = defective.
+        boxes: ``(N, K, 4)`` int32 true boxes, -1 rows unused (K = most boxes of one image, at least 1).
+    """
+
+    def __init__(self, root: Path, filenames: list[str], images: np.ndarray, labels: np.ndarray,
+                 boxes: np.ndarray):
+        self.root, self.filenames, self.images, self.labels, self.boxes = root, filenames, images, labels, boxes
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+
+def read_gray(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read one 8-bit gray image as ``(H, W)`` uint8.
+
+    Args:
+        path: image file.
+        size: the ``(H, W)`` it must have, or ``None``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable, not 8-bit gray (mode ``L``), or of the wrong size; the message names the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode != "L":
+                raise ValueError(f"{path} is a {mode} image; sacnn-lab reads 8-bit gray images (mode L): "
+                                 f"convert it first, e.g. PIL's Image.open(p).convert('L')")
+            a = np.asarray(im, dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable image ({exc})") from exc
+    if size is not None and a.shape != tuple(size):
+        raise ValueError(f"{path} is {a.shape[1]}×{a.shape[0]} px, expected {size[1]}×{size[0]}")
+    return a
+
+
+def load_folder(root: str | os.PathLike, size: tuple[int, int] | None = None) -> FolderSet:
+    """Load a labelled folder (``labels.csv`` + ``images/``, see :mod:`data_gen.folders`).
+
+    Args:
+        root: the folder.
+        size: the ``(H, W)`` every image must have; default: that of the first image.
+
+    Raises:
+        FileNotFoundError: a missing folder, label file or image (named).
+        ValueError: a malformed label file (line named) or a bad image (file named).
+    """
+    from data_gen.folders import check_images, image_folder, read_labels
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    items = read_labels(root)
+    if not items:
+        raise ValueError(f"{root}/labels.csv lists no images")
+    check_images(root, items)
+    base = image_folder(root)
+    first = read_gray(base / items[0].filename, size)
+    size = first.shape
+    images = np.empty((len(items), *size), np.uint8)
+    images[0] = first
+    for i, it in enumerate(items[1:], 1):
+        images[i] = read_gray(base / it.filename, size)
+    k = max(1, max(len(it.boxes) for it in items))
+    boxes = np.full((len(items), k, 4), -1, np.int32)
+    for i, it in enumerate(items):
+        for j, b in enumerate(it.boxes):
+            if b[2] > size[1] or b[3] > size[0]:
+                raise ValueError(f"{root}/labels.csv: box {b} of {it.filename} lies outside its "
+                                 f"{size[1]}×{size[0]} image")
+            boxes[i, j] = b
+    labels = np.asarray([it.label for it in items], np.uint8)
+    return FolderSet(root, [it.filename for it in items], images, labels, boxes)

@@ -1,0 +1,198 @@
+"""Callbacks of the trainer: evaluation, probe maps, checkpoints, progress, NaN guard, time budget."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .history import History, atomic_write_bytes
+from .inference import predict
+from .metrics import classification, pointing_game
+from .trainer import Callback, Trainer
+
+CHECKPOINT_FORMAT = "sacnn-lab-checkpoint/1"
+
+
+class NanGuard(Callback):
+    """Stops the run with a clear message when the loss becomes NaN or infinite."""
+
+    def on_batch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if not math.isfinite(record["loss"]):
+            raise FloatingPointError(
+                f"the training loss became {record['loss']} at epoch {record['epoch']}, step {record['step']}: "
+                f"lower the learning rate (now {trainer.optimizer.param_groups[0]['lr']:.3g}) or use "
+                f"reduction='mean' / normalisation")
+
+
+class TimeBudget(Callback):
+    """Ends the run once ``seconds`` of training time (evaluation excluded) have passed."""
+
+    def __init__(self, seconds: float):
+        if not seconds > 0:
+            raise ValueError(f"the time budget must be > 0 seconds, not {seconds}")
+        self.seconds = float(seconds)
+
+    def on_batch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if trainer.train_time >= self.seconds:
+            trainer.should_stop = True
+
+
+class ProgressBar(Callback):
+    """A tqdm progress bar per epoch (``tqdm.auto``: a widget in notebooks) and one summary line per epoch."""
+
+    def __init__(self, leave: bool = False):
+        self.leave = leave
+        self.bar = None
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=trainer.data.steps_per_epoch, desc=f"epoch {epoch}/{trainer.config.epochs}",
+                        unit="step", leave=self.leave)
+
+    def on_batch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if record["step"] % 10 == 0:
+                self.bar.set_postfix(loss=f"{record['loss']:.4f}")
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        shown = {k: record[k] for k in ("train_loss", "val_accuracy", "val_precision", "val_pointing_game")
+                 if record.get(k) is not None}
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"epoch {record['epoch']}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                   + f" ({record['train_time']:.0f} s of training)")
+
+
+def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray | list,
+                    batch_size: int = 250, threshold: float = 0.5) -> dict[str, float]:
+    """Classification figures and the pointing game of ``model`` on a fixed set.
+
+    Args:
+        model: a SACNN-style model.
+        images: ``(N, H, W)`` uint8.
+        labels: ``(N,)`` 0/1.
+        boxes: ``(N, K, 4)`` (-1 rows unused) or a list of box lists.
+        batch_size: images per forward pass.
+        threshold: decision threshold on the image score.
+
+    Returns:
+        accuracy, precision, recall, f1, auroc, confusion counts, and ``pointing_game`` (share of
+        defective images with known boxes whose map maximum lies in a true box; ``nan`` without boxes).
+    """
+    scores, hits = [], []
+    for lo in range(0, len(images), batch_size):
+        p = predict(model, images[lo:lo + batch_size], batch_size=batch_size)
+        s = p.score if p.score.ndim == 1 else p.score.max(1).values
+        scores.append(s.numpy())
+        m = p.map if p.map.ndim == 3 else p.map.max(1).values
+        b = [[tuple(int(v) for v in box) for box in bs if box[0] >= 0] for bs in boxes[lo:lo + batch_size]]
+        hits.append(pointing_game(m.numpy(), b))
+    out = classification(np.concatenate(scores), labels, threshold)
+    hit = np.concatenate(hits)
+    out["pointing_game"] = float(hit.mean()) if hit.size else float("nan")
+    return out
+
+
+class Evaluator(Callback):
+    """After every ``every`` epochs, evaluates on a fixed held-out set and adds ``{prefix}_*`` figures
+    (accuracy, precision, recall, f1, auroc, pointing_game) to the epoch record."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray, prefix: str = "val",
+                 every: int = 1, batch_size: int = 250):
+        self.images, self.labels, self.boxes = images, labels, boxes
+        self.prefix, self.every, self.batch_size = prefix, every, batch_size
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if record["epoch"] % self.every and not trainer.should_stop and record["epoch"] != trainer.config.epochs:
+            return
+        t = time.perf_counter()
+        res = evaluate_arrays(trainer.model, self.images, self.labels, self.boxes, self.batch_size)
+        record.update({f"{self.prefix}_{k}": v for k, v in res.items()})
+        record[f"{self.prefix}_seconds"] = time.perf_counter() - t
+
+
+class ProbeRecorder(Callback):
+    """Records the feature-level defect maps and scores of a fixed probe batch before training (epoch 0)
+    and after every epoch, into the history."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray):
+        self.images, self.labels, self.boxes = images, labels, boxes
+
+    def _record(self, trainer: Trainer, epoch: int) -> None:
+        p = predict(trainer.model, self.images)
+        fm = p.feature_map if p.feature_map.ndim == 3 else p.feature_map.max(1).values
+        sc = p.score if p.score.ndim == 1 else p.score.max(1).values
+        trainer.history.probe_maps[epoch] = fm.numpy().astype(np.float16)
+        trainer.history.probe_scores[epoch] = sc.numpy().astype(np.float32)
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        h = trainer.history
+        if h.probe_images is None:
+            h.probe_images, h.probe_labels, h.probe_boxes = self.images, self.labels, self.boxes
+        if trainer.epoch not in h.probe_maps:
+            self._record(trainer, trainer.epoch)
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._record(trainer, record["epoch"])
+
+
+def save_checkpoint(path: str | os.PathLike, trainer: Trainer, config: dict[str, Any]) -> Path:
+    """Write the trainer's state and the run's config atomically; loads with ``weights_only=True``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": CHECKPOINT_FORMAT, "config": config, **trainer.state_dict()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code is run).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable sacnn-lab checkpoint (corrupt, truncated, other format).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling error means the same thing to the user
+        raise ValueError(f"{path} is not a readable sacnn-lab checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a sacnn-lab checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+    return state
+
+
+class Checkpointer(Callback):
+    """After every epoch, writes ``run_dir/checkpoint.pt`` and the history (``history.json/.npz``)
+    atomically; an interrupted run resumes from there."""
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any]):
+        self.run_dir = Path(run_dir)
+        self.config = config
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        save_checkpoint(self.run_dir / "checkpoint.pt", trainer, self.config)
+        trainer.history.save(self.run_dir)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        trainer.history.save(self.run_dir)
+
+
+__all__ = ["NanGuard", "TimeBudget", "ProgressBar", "Evaluator", "ProbeRecorder", "Checkpointer",
+           "evaluate_arrays", "save_checkpoint", "read_checkpoint", "History"]

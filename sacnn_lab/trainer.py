@@ -1,0 +1,224 @@
+"""A generic trainer: the loop, the device, mixed precision, and events for callbacks.
+
+The trainer draws nothing and writes nothing itself: callbacks (:mod:`sacnn_lab.callbacks`) evaluate,
+record probe maps, save checkpoints, show progress and guard against NaN. Events, in order::
+
+    on_fit_start(trainer)
+    on_epoch_start(trainer, epoch)             # epochs count from 1
+    on_batch_end(trainer, step_record)         # after every optimiser step
+    on_epoch_end(trainer, epoch_record)        # callbacks may add figures to epoch_record
+    on_fit_end(trainer)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Iterable, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from .competition import competition_loss, image_scores
+from .config import TrainConfig
+from .history import History
+
+
+class EpochSource(Protocol):
+    """Training data: ``loader(epoch)`` yields batches (dicts with ``image`` (B, 1, H, W) float in [0, 1]
+    and ``label`` (B,) int64); ``steps_per_epoch`` is the number of batches of one epoch."""
+
+    steps_per_epoch: int
+
+    def loader(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]: ...
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"``: CUDA if available, then Apple MPS, then CPU; otherwise the named device.
+
+    Raises:
+        RuntimeError: a device was named that this machine does not have.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for, but CUDA is not available on this machine")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"device {name!r} was asked for, but Apple MPS is not available on this machine")
+    return dev
+
+
+class Callback:
+    """Base class: override the events you need. ``state_dict``/``load_state_dict`` make it resumable."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_batch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...
+    def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser named by ``cfg.optimizer``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """The learning-rate schedule over ``total_steps`` optimiser steps (``None`` for a constant rate)."""
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(2, total_steps),
+                                                   pct_start=cfg.warmup)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+    return None
+
+
+class Trainer:
+    """Trains a SACNN-style model (logits ``(B, 1+K, s, t)``) with the competition loss.
+
+    Args:
+        model: the network.
+        config: training settings.
+        data: the training batches per epoch (:class:`EpochSource`).
+        callbacks: event handlers, called in order.
+        history: a history to continue (e.g. loaded with a checkpoint); default: a new one.
+
+    Attributes:
+        epoch: epochs finished so far.
+        step: optimiser steps so far.
+        train_time: seconds spent in training steps (evaluation and checkpoints excluded).
+        should_stop: set by a callback to end the run after the current step.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig, data: EpochSource,
+                 callbacks: Sequence[Callback] = (), history: History | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.model = model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.data = data
+        self.callbacks = list(callbacks)
+        self.history = history or History()
+        self.optimizer = build_optimizer(self.model, config)
+        self.total_steps = config.epochs * data.steps_per_epoch
+        self.scheduler = build_scheduler(self.optimizer, config, self.total_steps)
+        self.amp = bool(config.amp and self.device.type == "cuda")
+        self.amp_dtype = torch.bfloat16 if (self.amp and torch.cuda.is_bf16_supported()) else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.epoch = 0
+        self.step = 0
+        self.train_time = 0.0
+        self.should_stop = False
+
+    # ---- events --------------------------------------------------------------------------------------
+    def add_callback(self, callback: Callback) -> None:
+        self.callbacks.append(callback)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event)(self, *args)
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def autocast(self):
+        """The mixed-precision context of this trainer (a no-op off CUDA or with ``amp=False``)."""
+        if self.amp:
+            return torch.autocast("cuda", dtype=self.amp_dtype)
+        return contextlib.nullcontext()
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Move a ``(B, C, H, W)`` batch to the device, in the trainer's memory format."""
+        x = images.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """One optimiser step on one batch; returns the step's record (loss and confusion counts)."""
+        self.model.train()
+        x = self.prepare(batch["image"])
+        y = batch["label"].to(self.device, non_blocking=True)
+        with self.autocast():
+            logits = self.model(x)
+        loss = competition_loss(logits.float(), y, class_weights=self.config.class_weights,
+                                reduction=self.config.reduction)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None and self.step < self.total_steps - 1:
+            self.scheduler.step()
+        self.step += 1
+        with torch.no_grad():  # defective when any defect type's winning pixel passes 0.5
+            pred = image_scores(logits.detach().float()).max(1).values >= 0.5
+            pos = y > 0
+        return {"epoch": self.epoch + 1, "step": self.step, "loss": float(loss.detach()),
+                "batch_size": int(y.shape[0]), "tp": int((pred & pos).sum()), "fp": int((pred & ~pos).sum()),
+                "tn": int((~pred & ~pos).sum()), "fn": int((~pred & pos).sum())}
+
+    def fit(self) -> History:
+        """Train until ``config.epochs`` are done (or a callback stops the run); returns the history."""
+        self._emit("on_fit_start")
+        while self.epoch < self.config.epochs and not self.should_stop:
+            epoch = self.epoch + 1
+            self._emit("on_epoch_start", epoch)
+            losses: list[float] = []
+            counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+            seen = 0
+            t_epoch = time.perf_counter()
+            t0 = time.perf_counter()
+            for batch in self.data.loader(epoch):
+                rec = self.train_step(batch)
+                self.train_time += time.perf_counter() - t0
+                losses.append(rec["loss"])
+                seen += rec["batch_size"]
+                for k in counts:
+                    counts[k] += rec[k]
+                for k in self.history.steps:
+                    self.history.steps[k].append(rec[k])
+                self._emit("on_batch_end", rec)
+                if self.should_stop:
+                    break
+                t0 = time.perf_counter()
+            n = sum(counts.values())
+            pp = counts["tp"] + counts["fp"]
+            self.epoch = epoch
+            record = {"epoch": epoch, "train_loss": float(sum(losses) / max(1, len(losses))),
+                      "train_accuracy": (counts["tp"] + counts["tn"]) / n if n else math.nan,
+                      "train_precision": counts["tp"] / pp if pp else math.nan,
+                      "samples": seen, "steps": self.step, "train_time": self.train_time,
+                      "epoch_seconds": time.perf_counter() - t_epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                      "partial": bool(self.should_stop and self.data.steps_per_epoch > len(losses))}
+            self.history.epochs.append(record)
+            self._emit("on_epoch_end", record)
+        self._emit("on_fit_end")
+        return self.history
+
+    # ---- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: model, optimiser, schedule, scaler, counters."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
+                "train_time": self.train_time}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.train_time = float(state.get("train_time", 0.0))

@@ -1,0 +1,203 @@
+"""Trainer, callbacks, history, checkpoints and resume, on tiny models and data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from data_gen.characters import CharacterConfig, CharacterGenerator
+from sacnn_lab.callbacks import NanGuard, read_checkpoint
+from sacnn_lab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from sacnn_lab.data import batch_to_dict
+from sacnn_lab.experiment import evaluate, load_model, load_run, split, train
+from sacnn_lab.history import History
+from sacnn_lab.inference import predict
+from sacnn_lab.metrics import pointing_game
+from sacnn_lab.trainer import Callback, Trainer
+
+
+def tiny_config(**train) -> RunConfig:
+    chars = CharacterConfig(image_size=64, char_size=(14, 18), distractor_scales=(0.3, 3.0))
+    return RunConfig(ModelConfig(channels=(4, 8, 8), norm="batch"),
+                     DataConfig(characters=chars, samples_per_epoch=48, val_size=24, test_size=30, probe_size=4),
+                     TrainConfig(**{"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 3e-3,
+                                    "schedule": "onecycle", "reduction": "mean", **train}))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return train(tiny_config(), out, progress=False)
+
+
+def test_history_records_every_epoch_and_probe_maps(tiny_run):
+    h = tiny_run.history
+    assert [r["epoch"] for r in h.epochs] == [1, 2]
+    for r in h.epochs:
+        assert {"val_precision", "val_recall", "val_auroc"} <= set(r)  # precision is NaN if nothing is flagged
+        for k in ("train_loss", "val_accuracy", "val_pointing_game"):
+            assert r[k] == r[k]  # present and not NaN
+    assert h.recorded_epochs == [0, 1, 2]
+    assert h.maps(2).shape == (4, 8, 8) and h.maps_upsampled(2).shape == (4, 64, 64)
+    assert not np.array_equal(h.maps(0), h.maps(2))  # training changed the maps
+    assert len(h.steps["loss"]) == 2 * 3
+    assert h[2]["samples"] == 48
+
+
+def test_run_folder_round_trip(tiny_run):
+    d = tiny_run.run_dir
+    for name in ("config.json", "checkpoint.pt", "history.json", "history.npz"):
+        assert (d / name).is_file()
+    loaded = load_run(d)
+    same = lambda a, b: a == b or (a != a and b != b)  # noqa: E731 - NaN equals NaN here
+    for ra, rb in zip(loaded.history.epochs, tiny_run.history.epochs, strict=True):
+        assert ra.keys() == rb.keys() and all(same(ra[k], rb[k]) for k in ra)
+    assert np.array_equal(loaded.history.maps(1), tiny_run.history.maps(1))
+    assert np.array_equal(loaded.history.probe_images, tiny_run.history.probe_images)
+    for a, b in zip(loaded.model.state_dict().values(), tiny_run.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert loaded.config.to_dict() == tiny_run.config.to_dict()
+
+
+def test_checkpoint_loads_with_weights_only(tiny_run):
+    state = torch.load(tiny_run.run_dir / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and "model" in state and "optimizer" in state
+
+
+class Interrupt(Callback):
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+
+def test_resume_equals_uninterrupted_run(tiny_run, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(), tmp_path, progress=False, callbacks=[Interrupt()])
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    resumed = train(tiny_config(), tmp_path, resume=True, progress=False)
+    for (k, a), b in zip(resumed.model.state_dict().items(), tiny_run.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    drop = ("train_time", "epoch_seconds", "val_seconds")
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in drop and v == v} for r in recs]  # noqa: E731
+    assert strip(resumed.history.epochs) == strip(tiny_run.history.epochs)
+    assert np.array_equal(resumed.history.maps(2), tiny_run.history.maps(2))
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    with pytest.raises(FileExistsError, match="resume"):
+        train(tiny_config(), tiny_run.run_dir, progress=False)
+
+
+def test_resume_with_another_config_is_refused(tiny_run):
+    with pytest.raises(ValueError, match="another configuration"):
+        train(tiny_config(lr=1e-2), tiny_run.run_dir, resume=True, progress=False)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_run):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"\x00 not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable sacnn-lab checkpoint"):
+        load_model(bad)
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes((tiny_run.run_dir / "checkpoint.pt").read_bytes()[:500])
+    with pytest.raises(ValueError, match="trunc.pt"):
+        load_model(trunc)
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "nothing.pt")
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path, tiny_run):
+    state = torch.load(tiny_run.run_dir / "checkpoint.pt", weights_only=True)
+    state["config"]["model"]["channels"] = [4, 8, 16]
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="another architecture"):
+        load_model(tmp_path / "other.pt")
+
+
+class FixedBatches:
+    """The same batches every epoch."""
+
+    def __init__(self, batches):
+        self.batches, self.steps_per_epoch = batches, len(batches)
+
+    def loader(self, epoch):
+        return iter(self.batches)
+
+
+class NanModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        out = x[:, :1, ::8, ::8].repeat(1, 2, 1, 1) * self.w
+        return out * (float("nan") if self.w.grad is not None else 1.0)
+
+
+def test_nan_loss_stops_with_epoch_and_step(generator):
+    b = batch_to_dict(generator.generate(0, np.arange(8)))
+    trainer = Trainer(NanModel(), TrainConfig(epochs=2, device="cpu", channels_last=False),
+                      FixedBatches([b, b]), [NanGuard()])
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 2"):
+        trainer.fit()
+
+
+def test_tiny_model_overfits_and_its_map_points_at_the_character(faces):
+    # 64 px images, 2 blocks (visual field 22 px for ~14 px characters, the paper's rule), 1:3 so that the
+    # many defect-free images push false winners down
+    cfg = CharacterConfig(image_size=64, char_size=(16, 18), lines=(0, 0), distractor_prob=0.0,
+                          min_contrast=100, max_defects=1, ratio=3)
+    gen = CharacterGenerator(cfg, faces=faces[:4])
+    data = gen.generate(0, np.arange(64))
+    torch.manual_seed(0)
+    from sacnn_lab.model import SACNN
+
+    model = SACNN(ModelConfig(channels=(8, 16), norm="batch", inner_relu=True))
+    trainer = Trainer(model, TrainConfig(epochs=90, optimizer="adam", lr=3e-3, reduction="mean", device="cpu",
+                                         channels_last=False), FixedBatches([batch_to_dict(data)]))
+    trainer.fit()
+    p = predict(model.eval(), data.images)
+    assert ((p.score >= 0.5).numpy() == data.labels.astype(bool)).mean() == 1.0
+    hits = pointing_game(p.map.numpy(), [data.boxes_of(i) for i in range(len(data))])
+    assert hits.mean() >= 0.9, hits
+
+
+def test_evaluate_on_a_test_split(tiny_run):
+    m = evaluate(tiny_run.model, split(tiny_run.config, "test"))
+    assert {"accuracy", "precision", "recall", "auroc", "pointing_game"} <= set(m)
+    assert m["tp"] + m["fp"] + m["tn"] + m["fn"] == 30
+
+
+def test_time_budget_stops_the_run(tmp_path):
+    run = train(tiny_config(max_time=1e-3, epochs=3), progress=False)
+    assert len(run.history.epochs) == 1 and run.history.epochs[0]["partial"]
+    assert run.history.epochs[0]["samples"] == 16
+
+
+def test_bad_train_config_is_a_clear_error():
+    for bad in (dict(optimizer="rmsprop"), dict(schedule="step"), dict(epochs=0), dict(device="tpu"),
+                dict(class_weights=(1.0,)), dict(max_time=0)):
+        with pytest.raises((ValueError, TypeError)):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match="preset"):
+        RunConfig.preset("slow")
+    with pytest.raises(ValueError, match="differ"):
+        DataConfig(train_seed=1, val_seed=1)
+
+
+def test_history_load_names_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a sacnn-lab run folder"):
+        History.load(tmp_path)
+
+
+def test_run_config_round_trip():
+    cfg = RunConfig.preset("paper")
+    assert RunConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+    assert cfg.train.optimizer == "sgd" and cfg.train.lr == 0.01 and cfg.train.batch_size == 64
+    assert cfg.data.samples_per_epoch == 100_000 and cfg.model.norm == "none" and cfg.model.num_blocks == 3
+    fast = RunConfig.preset("fast", epochs=1)
+    assert fast.train.epochs == 1 and replace(fast.train, lr=1.0).lr == 1.0
