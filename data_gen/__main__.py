@@ -1,10 +1,11 @@
-"""Command line: ``python -m data_gen fonts | characters``.
+"""Command line: ``python -m data_gen fonts | characters | textile``.
 
 Examples::
 
     python -m data_gen fonts                       # the usable faces, and how many
     python -m data_gen characters --n 2000 --out data/test --seed 7 --ratio 1
     python -m data_gen characters --n 1000 --out data/authors --preset authors-train --masks
+    python -m data_gen textile --out data/textile          # DAGM 2007 layout: Class1/Train, Class1/Test
 """
 
 from __future__ import annotations
@@ -91,6 +92,20 @@ def _characters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _textile(args: argparse.Namespace) -> int:
+    from .textile import TextileConfig, write_textile
+
+    changes = {k: v for k, v in (("family", args.family), ("ratio", args.ratio), ("image_size", args.size))
+               if v is not None}
+    if args.size:  # defects keep their share of the image
+        lo, hi = TextileConfig().defect_size
+        changes["defect_size"] = (max(8, lo * args.size // 512), max(8, hi * args.size // 512))
+    root = write_textile(Path(args.out), TextileConfig(**changes), args.n_train, args.n_test, args.seed,
+                         args.class_name, workers=args.workers, progress=not args.quiet)
+    print(f"wrote a DAGM 2007-layout textile set to {root} (Train: {args.n_train}, Test: {args.n_test} images)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_gen", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--masks", action="store_true", help="also write masks/ (true character pixels)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(run=_characters)
+    t = sub.add_parser("textile", help="write a generated textile set in the DAGM 2007 layout")
+    t.add_argument("--out", required=True, help="root folder (a ClassN/ folder is written inside)")
+    t.add_argument("--n-train", type=int, default=575)
+    t.add_argument("--n-test", type=int, default=575)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--ratio", type=float, help="defect-free images per defective one (default 5, as DAGM)")
+    t.add_argument("--family", choices=["woven", "noisy", "oriented", "knit", "mixed"])
+    t.add_argument("--size", type=int, help="image side in px (default 512)")
+    t.add_argument("--class-name", default="Class1")
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(run=_textile)
     return p
 
 

@@ -146,3 +146,96 @@ def check_images(root: str | os.PathLike, items: Sequence[LabelledImage]) -> Non
         if not (base / it.filename).is_file():
             raise FileNotFoundError(f"{root}/labels.csv names {it.filename}, but {base / it.filename} "
                                     f"does not exist")
+
+
+# ---------------------------------------------------------------------------------------------------
+# DAGM 2007
+
+
+@dataclass
+class DagmImage:
+    """One image of a DAGM 2007 split.
+
+    Attributes:
+        filename: the image file, relative to the split folder (``0001.PNG``).
+        label: 1 = defective (the image has a label mask).
+        label_file: the weak elliptical mask, relative to the split folder (``Label/0001_label.PNG``),
+            or ``None``.
+        mask_file: the true defect mask where the set has one (``Mask/0001_mask.PNG``, written by
+            ``data_gen textile``; the real DAGM has none), else ``None``.
+    """
+
+    filename: str
+    label: int
+    label_file: str | None = None
+    mask_file: str | None = None
+
+
+def _dagm_split_folder(root: Path, split: str) -> Path:
+    for cand in (root / split, root / split.lower()):
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError(f"{root} has no {split}/ folder: a DAGM 2007 class folder holds Train/ and Test/ "
+                            f"(e.g. Class1/Train/0001.PNG with Class1/Train/Label/0001_label.PNG)")
+
+
+def read_dagm(class_dir: str | os.PathLike, split: str = "Train") -> list[DagmImage]:
+    """Read one split of a DAGM 2007 class folder (the published layout).
+
+    ``ClassN/Train/NNNN.PNG`` (and ``Test/``) hold the images; ``Label/NNNN_label.PNG`` beside them is the
+    weak elliptical mask of each defective image, and ``Label/Labels.txt`` an index whose lines read
+    ``index  flag  NNNN.PNG  0  NNNN_label.PNG|0``. A defective image is one with a mask; where the index
+    exists it must agree.
+
+    Args:
+        class_dir: the class folder (``.../Class1``).
+        split: ``"Train"`` or ``"Test"``.
+
+    Returns:
+        The images in file-name order.
+
+    Raises:
+        FileNotFoundError: a missing folder, or a mask named in the index that does not exist.
+        LabelFileError: a malformed index line, or an index that disagrees with the masks (line named).
+    """
+    if split not in ("Train", "Test"):
+        raise ValueError(f"split must be 'Train' or 'Test', not {split!r}")
+    root = Path(class_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"DAGM class folder {root} does not exist")
+    folder = _dagm_split_folder(root, split)
+    label_dir = folder / "Label"
+    images = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
+    if not images:
+        raise FileNotFoundError(f"{folder} holds no .PNG images")
+    masks = {p.name for p in label_dir.iterdir()} if label_dir.is_dir() else set()
+    items = []
+    for name in images:
+        stem = Path(name).stem
+        lab = next((m for m in (f"{stem}_label.PNG", f"{stem}_label.png") if m in masks), None)
+        mask = folder / "Mask" / f"{stem}_mask.PNG"
+        items.append(DagmImage(name, int(lab is not None), f"Label/{lab}" if lab else None,
+                               f"Mask/{mask.name}" if mask.is_file() else None))
+    index = label_dir / "Labels.txt"
+    if index.is_file():
+        by_name = {it.filename: it for it in items}
+        for n, line in enumerate(index.read_text().splitlines(), 1):
+            parts = line.split()
+            if len(parts) < 3:
+                continue  # the count line at the top
+            where = f"{index}:{n}"
+            if parts[1] not in ("0", "1"):
+                raise LabelFileError(f"{where}: the defect flag must be 0 or 1, not {parts[1]!r}")
+            it = by_name.get(parts[2])
+            if it is None:
+                raise FileNotFoundError(f"{where} names {parts[2]}, which is not in {folder}")
+            if int(parts[1]) != it.label:
+                what = "has no mask in Label/" if it.label == 0 else "has a mask but is flagged 0"
+                raise LabelFileError(f"{where}: {parts[2]} is flagged {parts[1]} but {what}")
+    return items
+
+
+def is_dagm(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a DAGM 2007 class folder (``Train/`` or ``Test/`` inside)."""
+    path = Path(path)
+    return (path / "Train").is_dir() or (path / "Test").is_dir()

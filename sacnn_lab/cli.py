@@ -1,7 +1,9 @@
-"""``sacnn-lab`` command line: train, evaluate, predict, demo, gallery.
+"""``sacnn-lab`` command line: train, evaluate, predict, compare, demo, gallery.
 
     sacnn-lab demo                                              # the main job: train on CPU, show maps
     sacnn-lab train --data characters --preset fast --out runs/fast
+    sacnn-lab train --model baseline --preset cpu --out runs/vgg  # the Grad-CAM / VGG19 baseline
+    sacnn-lab compare --sacnn runs/fast --baseline runs/vgg --data characters --n 500 --out runs/cmp
     sacnn-lab evaluate --checkpoint runs/fast --data characters --json
     sacnn-lab evaluate --checkpoint runs/fast --data data/test  # a labelled folder
     sacnn-lab predict --checkpoint runs/fast --out runs/pred img1.png img2.png
@@ -24,9 +26,23 @@ from data_gen.fonts import NoUsableFontsError
 
 
 def _run_config(args: argparse.Namespace):
-    from .config import RunConfig
+    from .config import BASELINE_PRESETS, PRESETS, RunConfig
 
-    cfg = RunConfig.preset(args.preset)
+    if args.model == "baseline":
+        if args.preset is not None and args.preset not in BASELINE_PRESETS:
+            raise ValueError(f"--preset {args.preset} is a SACNN preset; the baseline's are {BASELINE_PRESETS}")
+        cfg = RunConfig.baseline(args.preset or "cpu")
+        model = {k: v for k, v in (("arch", args.arch), ("width", args.width), ("weights", args.weights),
+                                   ("cam", args.cam), ("target_layer", args.target_layer)) if v is not None}
+        cfg.model = replace(cfg.model, **model)
+    else:
+        if args.preset is not None and args.preset not in PRESETS:
+            raise ValueError(f"--preset {args.preset} is a baseline preset; SACNN's are {PRESETS}")
+        given = [f"--{k.replace('_', '-')}" for k in ("arch", "width", "weights", "cam", "target_layer")
+                 if getattr(args, k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} configure the baseline: add --model baseline")
+        cfg = RunConfig.preset(args.preset or "fast")
     train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("optimizer", args.optimizer), ("device", args.device),
                                ("max_time", args.max_time), ("num_workers", args.workers),
@@ -42,7 +58,15 @@ def _run_config(args: argparse.Namespace):
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", choices=["characters"], default="characters", help="training data")
-    p.add_argument("--preset", choices=["fast", "paper"], default="fast")
+    p.add_argument("--model", choices=["sacnn", "baseline"], default="sacnn",
+                   help="SACNN (default) or the Grad-CAM / VGG19 baseline")
+    p.add_argument("--preset", choices=["fast", "paper", "cpu", "full"],
+                   help="SACNN: fast (default) or paper; baseline: cpu (default, VGG19-style reduced) or full")
+    p.add_argument("--arch", choices=["vgg19", "vgg19_bn"], help="baseline: torchvision architecture")
+    p.add_argument("--width", type=float, help="baseline: width multiplier in (0, 1]")
+    p.add_argument("--weights", help="baseline: 'imagenet' (from the local torch cache) or a state-dict file")
+    p.add_argument("--cam", help="baseline: CAM method of the grad-cam package (gradcam, gradcam++, ...)")
+    p.add_argument("--target-layer", help="baseline: layer the CAM explains (default: features[-1])")
     p.add_argument("--epochs", type=int)
     p.add_argument("--samples-per-epoch", type=int)
     p.add_argument("--batch-size", type=int)
@@ -70,7 +94,8 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     dev = resolve_device(cfg.train.device)
-    print(f"training SACNN ({args.preset} preset) on {dev}"
+    what = f"the {cfg.model.name} baseline" if cfg.is_baseline else "SACNN"
+    print(f"training {what} ({args.preset or ('cpu' if cfg.is_baseline else 'fast')} preset) on {dev}"
           + (" with mixed precision" if dev.type == "cuda" and cfg.train.amp else "") + f"; run folder {args.out}")
     run = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     last = run.history.epochs[-1]
@@ -80,33 +105,56 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_data(spec: str, config, n: int | None):
-    """A labelled folder, or ``characters[:SEED]`` (the run's test split, or another seed)."""
-    from .data import load_folder
-    from .experiment import split
-
-    if spec == "characters" or spec.startswith("characters:"):
-        if spec.startswith("characters:"):
-            config.data = replace(config.data, test_seed=int(spec.split(":", 1)[1]))
-        return split(config, "test", n=n)
-    size = (config.data.characters.image_size,) * 2
-    return load_folder(spec, size=size)
+def _json_ready(d: dict) -> dict:
+    """NaN (not JSON) becomes null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .experiment import evaluate, load_model
+    from .experiment import evaluate, load_data, load_model
 
     model, config = load_model(args.checkpoint)
-    data = _load_data(args.data, config, args.n)
+    data = load_data(args.data, config, args.n)
     t = time.perf_counter()
     metrics = evaluate(model, data)
     metrics["images"] = len(data.labels)
     metrics["seconds"] = time.perf_counter() - t
     if args.json:
-        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
-                         indent=1))
+        print(json.dumps(_json_ready(metrics), indent=1))
     else:
         print(f"{len(data.labels)} images: {_summary(metrics)}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+    from .experiment import load_data, load_model
+
+    sacnn, config = load_model(args.sacnn)
+    baseline, _ = load_model(args.baseline)
+    data = load_data(args.data, config, args.n)
+    c = compare(sacnn, baseline, data, n=args.n, batch_size=args.batch_size)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        c.table.to_csv(out / "table.csv", index=False)
+        c.summary.to_csv(out / "summary.csv", index_label="method")
+        c.costs.to_csv(out / "costs.csv", index_label="method")
+        c.figure.savefig(out / "compare_maps.png", dpi=110)
+    if args.json:
+        print(json.dumps({"images": len(c.table) // len(c.summary),
+                          "summary": {m: _json_ready(r) for m, r in c.summary.to_dict(orient="index").items()},
+                          "costs": {m: _json_ready(r) for m, r in c.costs.to_dict(orient="index").items()}},
+                         indent=1))
+    else:
+        cols = ["accuracy", "auroc", "pointing_game", "energy_pointing_game", "iou_fixed", "iou_otsu",
+                "compactness_fixed", "compactness_otsu", "pixel_auroc", "false_alarm_area"]
+        print(f"{len(c.table) // len(c.summary)} images")
+        print(c.summary[cols].T.to_string(float_format=lambda v: f"{v:.3f}"))
+        print("map cost (ms per image):")
+        print(c.costs[["forward_ms", "map_ms", "map_over_forward"]].to_string(float_format=lambda v: f"{v:.2f}"))
+    if args.out and not args.json:
+        print(f"table.csv, summary.csv, costs.csv and compare_maps.png written to {args.out}")
     return 0
 
 
@@ -213,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--method", choices=["threshold", "otsu", "nms"], default="threshold")
     r.add_argument("images", nargs="+")
     r.set_defaults(run=_predict)
+    c = sub.add_parser("compare", help="SACNN against the Grad-CAM baseline: metrics, figure, map cost")
+    c.add_argument("--sacnn", required=True, help="SACNN run folder or checkpoint")
+    c.add_argument("--baseline", required=True, help="baseline run folder or checkpoint")
+    c.add_argument("--data", default="characters",
+                   help="a labelled folder, or characters[:SEED] (the SACNN run's test split, or another seed)")
+    c.add_argument("--n", type=int, help="images (default: the run's test_size, or the whole folder)")
+    c.add_argument("--batch-size", type=int, default=50, help="images per pass, the same for both methods")
+    c.add_argument("--out", help="folder for table.csv, summary.csv, costs.csv and compare_maps.png")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(run=_compare)
     g = sub.add_parser("gallery", help="write a gallery of generated samples with their true boxes")
     g.add_argument("--out", default="runs/gallery.png")
     g.add_argument("--n", type=int, default=32)

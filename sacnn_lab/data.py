@@ -149,8 +149,9 @@ class FolderSet:
     """
 
     def __init__(self, root: Path, filenames: list[str], images: np.ndarray, labels: np.ndarray,
-                 boxes: np.ndarray):
+                 boxes: np.ndarray, masks: np.ndarray | None = None):
         self.root, self.filenames, self.images, self.labels, self.boxes = root, filenames, images, labels, boxes
+        self.masks = masks  # (N, H, W) bool truth masks where the set has them (DAGM), else None
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -223,3 +224,51 @@ def load_folder(root: str | os.PathLike, size: tuple[int, int] | None = None) ->
             boxes[i, j] = b
     labels = np.asarray([it.label for it in items], np.uint8)
     return FolderSet(root, [it.filename for it in items], images, labels, boxes)
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def load_dagm(class_dir: str | os.PathLike, split: str = "Test", size: tuple[int, int] | None = None,
+              truth: str = "mask") -> FolderSet:
+    """Load one split of a DAGM 2007 class folder (real, or written by ``python -m data_gen textile``).
+
+    Args:
+        class_dir: the class folder (``.../Class1``).
+        split: ``"Train"`` or ``"Test"``.
+        size: the ``(H, W)`` every image must have (default: that of the first image).
+        truth: which mask gives the boxes and ``masks``: ``"mask"`` (the true defect mask where the set
+            has one, else the label ellipse) or ``"ellipse"`` (DAGM's weak elliptical labels).
+
+    Returns:
+        A :class:`FolderSet` with ``masks`` (N, H, W) bool and one box per defective image.
+
+    Raises:
+        FileNotFoundError / ValueError: missing folders or files, malformed index, bad images (named).
+    """
+    from data_gen.folders import read_dagm
+
+    if truth not in ("mask", "ellipse"):
+        raise ValueError(f"truth must be 'mask' or 'ellipse', not {truth!r}")
+    items = read_dagm(class_dir, split)
+    folder = Path(class_dir) / split
+    first = read_gray(folder / items[0].filename, size)
+    size = first.shape
+    images = np.empty((len(items), *size), np.uint8)
+    masks = np.zeros((len(items), *size), bool)
+    boxes = np.full((len(items), 1, 4), -1, np.int32)
+    for i, it in enumerate(items):
+        images[i] = first if i == 0 else read_gray(folder / it.filename, size)
+        if it.label:
+            src = it.mask_file if (truth == "mask" and it.mask_file) else it.label_file
+            masks[i] = read_gray(folder / src, size) > 127
+            box = _mask_box(masks[i])
+            if box is None:
+                raise ValueError(f"{folder / src} is empty: a defective image needs a non-empty mask")
+            boxes[i, 0] = box
+    labels = np.asarray([it.label for it in items], np.uint8)
+    return FolderSet(Path(class_dir), [it.filename for it in items], images, labels, boxes, masks)

@@ -5,6 +5,7 @@ together; runs saved to and loaded from a folder.
     run.history[3]["val_accuracy"], run.history.maps(3)    # any epoch's figures and probe maps
     run = load_run("runs/fast")                            # later, on any machine
     evaluate(run.model, split(run.config, "test"))         # test figures
+    base = train(RunConfig.baseline("cpu"), "runs/vgg")    # the Grad-CAM baseline, same data and callbacks
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from data_gen.characters import CharacterBatch, CharacterGenerator
 
+from .baseline import VGGBaseline
 from .callbacks import (Checkpointer, Evaluator, NanGuard, ProbeRecorder, ProgressBar, TimeBudget,
                         evaluate_arrays, read_checkpoint)
 from .config import RunConfig
@@ -31,17 +33,32 @@ from .trainer import Callback, Trainer
 
 @dataclass
 class Run:
-    """A trained (or loaded) run: its config, model (on CPU, eval mode), history and folder."""
+    """A trained (or loaded) run: its config, model (on CPU, eval mode), history and folder.
+
+    ``model`` is a :class:`~sacnn_lab.model.SACNN`, or a :class:`~sacnn_lab.baseline.VGGBaseline` when
+    ``config.is_baseline``.
+    """
 
     config: RunConfig
-    model: SACNN
+    model: SACNN | VGGBaseline
     history: History
     run_dir: Path | None = None
 
 
-def build_model(config: RunConfig) -> SACNN:
-    """The run's network, initialised from ``config.train.seed`` (the same weights on every machine)."""
+def build_model(config: RunConfig, pretrained: bool = True) -> SACNN | VGGBaseline:
+    """The run's network, initialised from ``config.train.seed`` (the same weights on every machine).
+
+    Args:
+        config: the run (SACNN, or the baseline when ``config.is_baseline``).
+        pretrained: load the baseline's pretrained weights (``False`` when a checkpoint follows).
+    """
     torch.manual_seed(config.train.seed)
+    return _network(config, pretrained)
+
+
+def _network(config: RunConfig, pretrained: bool) -> SACNN | VGGBaseline:
+    if config.is_baseline:
+        return VGGBaseline(config.model, pretrained=pretrained)
     return SACNN(config.model)
 
 
@@ -65,17 +82,34 @@ def split(config: RunConfig, which: str, generator: CharacterGenerator | None = 
     """
     d = config.data
     gen = generator or _generators(config)[1]
-    seed, size = {"val": (d.val_seed, d.val_size), "test": (d.test_seed, d.test_size),
-                  "probe": (d.test_seed, d.probe_size)}[which]
+    if which not in ("val", "test", "probe"):
+        raise ValueError(f"split must be 'val', 'test' or 'probe', not {which!r}")
+    if which == "probe":
+        return gen.generate(d.test_seed, _probe_indices(gen, d.test_seed, n or d.probe_size))
+    seed, size = (d.val_seed, d.val_size) if which == "val" else (d.test_seed, d.test_size)
     return gen.generate(seed, np.arange(n or size), masks=False)
+
+
+def _probe_indices(gen: CharacterGenerator, seed: int, size: int) -> np.ndarray:
+    """Test images for the probe batch: about half defective, a quarter of those with several
+    characters where the generator makes them (the paper's Figures 7 and 8), the rest defect-free."""
+    pool = gen.generate(seed, np.arange(max(256, 16 * size)))
+    n_boxes = (pool.boxes[:, :, 0] >= 0).sum(1)
+    multi = np.flatnonzero(n_boxes > 1)[: size // 4]
+    single = np.flatnonzero(n_boxes == 1)[: (size + 1) // 2 - len(multi)]
+    free = np.flatnonzero(n_boxes == 0)[: size - len(multi) - len(single)]
+    return np.sort(np.concatenate([multi, single, free]))
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: bool = False,
           progress: bool = True, callbacks: Sequence[Callback] = ()) -> Run:
-    """Train SACNN as ``config`` says, recording the history (and checkpoints when ``run_dir`` is given).
+    """Train SACNN (or the baseline) as ``config`` says, recording the history (and checkpoints when
+    ``run_dir`` is given). A baseline run uses the same data, trainer and callbacks; its probe maps and
+    validation pointing game come from its CAM.
 
     Args:
-        config: model, data and training settings (e.g. ``RunConfig.preset("fast")``).
+        config: model, data and training settings (e.g. ``RunConfig.preset("fast")``,
+            ``RunConfig.baseline("cpu")``).
         run_dir: folder for ``config.json``, ``checkpoint.pt`` and ``history.json/.npz``.
         resume: continue from ``run_dir/checkpoint.pt`` when it exists (the result equals an
             uninterrupted run); the saved config must equal ``config``.
@@ -87,7 +121,6 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
     """
     gen_train, gen_eval = _generators(config)
     val, probe = split(config, "val", gen_eval), split(config, "probe", gen_eval)
-    model = build_model(config)
     state, history = None, None
     if run_dir is not None:
         run_dir = Path(run_dir)
@@ -103,6 +136,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
                                   f"it, or choose another folder")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(_plain(config.to_dict()), indent=1))
+    model = build_model(config, pretrained=state is None)  # a resumed run's weights come from its checkpoint
     t = config.train
     data = GeneratedEpochs(gen_train, config.data.train_seed, config.data.samples_per_epoch, t.batch_size,
                            t.num_workers)
@@ -120,7 +154,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
         trainer.load_state_dict(state)
     trainer.history.config = _plain(config.to_dict())
     trainer.fit()
-    model = trainer.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
+    model = trainer.model.to("cpu").eval()
     return Run(config, model, trainer.history, run_dir)
 
 
@@ -129,8 +163,8 @@ def _plain(d: Any) -> Any:
     return json.loads(json.dumps(d))
 
 
-def load_model(checkpoint: str | os.PathLike) -> tuple[SACNN, RunConfig]:
-    """The model (CPU, eval mode) and config of a checkpoint file or run folder.
+def load_model(checkpoint: str | os.PathLike) -> tuple[SACNN | VGGBaseline, RunConfig]:
+    """The model (CPU, eval mode) and config of a checkpoint file or run folder (SACNN or baseline).
 
     Raises:
         FileNotFoundError: no checkpoint there.
@@ -144,7 +178,7 @@ def load_model(checkpoint: str | os.PathLike) -> tuple[SACNN, RunConfig]:
         config = RunConfig.from_dict(state["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} holds an unusable run configuration: {exc}") from exc
-    model = SACNN(config.model)
+    model = _network(config, pretrained=False)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -166,3 +200,39 @@ def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: in
     ``images`` (N, H, W) uint8, ``labels`` and ``boxes``): accuracy, precision, recall, f1, auroc and
     the pointing game on defective images with known boxes."""
     return evaluate_arrays(model, batch.images, batch.labels, batch.boxes, batch_size)
+
+
+def load_or_train(config: RunConfig, run_dir: str | os.PathLike, progress: bool = True) -> Run:
+    """The run saved in ``run_dir`` if there is one (whatever config it was trained with, e.g. on a GPU);
+    otherwise train ``config`` there first."""
+    if (Path(run_dir) / "checkpoint.pt").is_file():
+        return load_run(run_dir)
+    return train(config, run_dir, progress=progress)
+
+
+def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) -> CharacterBatch | Any:
+    """Evaluation images by name: a labelled folder, or ``characters[:SEED]`` (the run's test split, or
+    the same generator at another seed).
+
+    Args:
+        spec: ``"characters"``, ``"characters:SEED"`` or the path of a labelled folder.
+        config: the run whose test split (and image size) is meant.
+        n: images of a generated split (default: ``config.data.test_size``); ignored for folders.
+
+    Returns:
+        Anything with ``images`` ``(N, H, W)`` uint8, ``labels`` ``(N,)`` and ``boxes`` ``(N, K, 4)``.
+    """
+    from dataclasses import replace
+
+    from .data import load_folder
+
+    spec = os.fspath(spec)
+    if spec == "characters" or spec.startswith("characters:"):
+        if spec.startswith("characters:"):
+            seed = spec.split(":", 1)[1]
+            if not seed.isdigit():
+                raise ValueError(f"expected characters:SEED with an integer seed, not {spec!r}")
+            config = replace(config, data=replace(config.data, test_seed=int(seed)))
+        return split(config, "test", n=n)
+    size = (config.data.characters.image_size,) * 2
+    return load_folder(spec, size=size)

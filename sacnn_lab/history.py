@@ -96,6 +96,16 @@ class History:
         H, W = self.probe_images.shape[1:]
         return F.interpolate(m, size=(H, W), mode="bilinear", align_corners=False)[:, 0].numpy()
 
+    def probe_indices(self, kind: str = "all") -> list[int]:
+        """Indices of probe images of one kind: ``"all"``, ``"defective"``, ``"single"`` (one true
+        character), ``"multi"`` (several) or ``"defect-free"`` — e.g. the paper's Figures 7 and 8."""
+        n_boxes = (self.probe_boxes[:, :, 0] >= 0).sum(1) if self.probe_boxes is not None else np.zeros(0)
+        pick = {"all": np.ones(len(n_boxes), bool), "defective": self.probe_labels > 0,
+                "single": n_boxes == 1, "multi": n_boxes > 1, "defect-free": self.probe_labels == 0}
+        if kind not in pick:
+            raise ValueError(f"kind must be one of {sorted(pick)}, not {kind!r}")
+        return [int(i) for i in np.flatnonzero(pick[kind])]
+
     def records(self) -> list[dict[str, Any]]:
         """Per-epoch figures as a list of flat dicts (``pandas.DataFrame(history.records())``)."""
         return [dict(r) for r in self.epochs]

@@ -2,6 +2,16 @@
 
 Every function takes image scores in [0, 1] and/or defect maps at input resolution, never a model: any
 method that yields a score and a map (SACNN, Grad-CAM) is measured the same way.
+
+- classification: :func:`confusion`, :func:`auroc`, :func:`classification`;
+- localisation on defective images: :func:`pointing_game`, :func:`energy_pointing_game`, :func:`iou`,
+  :func:`dice` and :func:`compactness` of the binarised map (fixed threshold and Otsu), :func:`pixel_auroc`
+  and :func:`pixel_average_precision`; on defect-free images :func:`false_alarm_area`;
+- tables: :func:`localisation_table` (one row per image, one column per figure) and :func:`summarise`.
+
+    table = localisation_table(pred.score, labels, pred.map, boxes, method="SACNN")
+    summarise(table)                                  # one row of means
+    seaborn.boxplot(table, x="method", y="iou_otsu")  # one line in a notebook
 """
 
 from __future__ import annotations
@@ -101,3 +111,307 @@ def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes]) -> np.ndarray:
         if len(b):
             hits.append(point_in_boxes(int(flat[i] // W), int(flat[i] % W), b))
     return np.asarray(hits, bool)
+
+
+# ---------------------------------------------------------------------------------------------------
+# localisation: one map against its truth
+
+
+def _as_map2d(name: str, x) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must have shape (H, W), got {a.shape}")
+    return a
+
+
+def _true_boxes(boxes) -> list[tuple[int, int, int, int]]:
+    """Box rows as tuples, rows with ``x0 < 0`` (the ``-1`` padding of ``(K, 4)`` arrays) dropped."""
+    out = []
+    for b in boxes:
+        if len(b) != 4:
+            raise ValueError(f"a box must be (x0, y0, x1, y1), got {tuple(b)!r}")
+        if b[0] >= 0:
+            out.append(tuple(int(v) for v in b))
+    return out
+
+
+def boxes_mask(boxes: Boxes, shape: tuple[int, int]) -> np.ndarray:
+    """The union of ``(x0, y0, x1, y1)`` boxes (x1/y1 exclusive) as a boolean ``(H, W)`` mask.
+
+    Rows with ``x0 < 0`` (padding of ``(K, 4)`` box arrays) are ignored; boxes are clipped to the image.
+    """
+    mask = np.zeros(shape, bool)
+    for x0, y0, x1, y1 in _true_boxes(boxes):
+        mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    return mask
+
+
+def energy_inside(prob_map, boxes: Boxes) -> float:
+    """Energy-based pointing game of one map: the share of its mass inside the true boxes.
+
+    .. math:: E = \\frac{\\sum_{p \\in B} m_p}{\\sum_p m_p}
+
+    with ``B`` the union of the boxes. 1 when all the map's mass lies in the boxes; for a uniform map,
+    the boxes' share of the image. ``nan`` for an all-zero map or no box.
+
+    Args:
+        prob_map: ``(H, W)`` non-negative map.
+        boxes: the image's true boxes.
+
+    Raises:
+        ValueError: a map of the wrong shape or with negative or non-finite values.
+    """
+    m = _as_map2d("the map", prob_map).astype(np.float64)
+    if not np.isfinite(m).all() or (m < 0).any():
+        raise ValueError("the map must hold finite values >= 0 for the energy-based pointing game")
+    inside = boxes_mask(boxes, m.shape)
+    total = m.sum()
+    if total <= 0 or not inside.any():
+        return float("nan")
+    return float(m[inside].sum() / total)
+
+
+def energy_pointing_game(maps: np.ndarray, boxes: Sequence[Boxes]) -> np.ndarray:
+    """Energy-based pointing game (Wang et al., Score-CAM, 2020) of every image that has boxes.
+
+    See :func:`energy_inside` for the formula.
+
+    Args:
+        maps: ``(N, H, W)`` non-negative defect maps at input resolution.
+        boxes: per image, its true boxes; images without boxes are skipped.
+
+    Returns:
+        ``(M,)`` float shares in [0, 1], one per image that has boxes (the score is their mean).
+    """
+    maps = np.asarray(maps)
+    if maps.ndim != 3 or len(maps) != len(boxes):
+        raise ValueError(f"maps must be (N, H, W) with one entry of boxes per map, got {maps.shape} "
+                         f"and {len(boxes)} box lists")
+    return np.asarray([energy_inside(m, b) for m, b in zip(maps, boxes) if _true_boxes(b)], np.float64)
+
+
+def _masks(pred, truth) -> tuple[np.ndarray, np.ndarray]:
+    p, t = _as_map2d("pred", pred).astype(bool), _as_map2d("truth", truth).astype(bool)
+    if p.shape != t.shape:
+        raise ValueError(f"pred {p.shape} and truth {t.shape} must have the same shape")
+    return p, t
+
+
+def iou(pred, truth) -> float:
+    """Intersection over union of two boolean ``(H, W)`` masks: ``|P ∩ T| / |P ∪ T|`` (``nan`` if both
+    are empty)."""
+    p, t = _masks(pred, truth)
+    union = np.count_nonzero(p | t)
+    return float(np.count_nonzero(p & t) / union) if union else float("nan")
+
+
+def dice(pred, truth) -> float:
+    """Dice coefficient (F1 of the pixels) of two boolean ``(H, W)`` masks: ``2|P ∩ T| / (|P| + |T|)``
+    (``nan`` if both are empty). It relates to IoU by ``D = 2·IoU / (1 + IoU)``."""
+    p, t = _masks(pred, truth)
+    total = np.count_nonzero(p) + np.count_nonzero(t)
+    return float(2 * np.count_nonzero(p & t) / total) if total else float("nan")
+
+
+def compactness(pred, truth) -> float:
+    """Area of the binarised map over the true area: ``|P| / |T|`` (``nan`` when ``T`` is empty).
+
+    1 when the map marks as many pixels as the defect covers; above 1, a map spread wider than the
+    defect (the paper's "less compact"); 0 when nothing passes the threshold. It says nothing about
+    position: read it beside IoU and the pointing game.
+    """
+    p, t = _masks(pred, truth)
+    area = np.count_nonzero(t)
+    return float(np.count_nonzero(p) / area) if area else float("nan")
+
+
+def false_alarm_area(prob_map, threshold: float = 0.5) -> float:
+    """Share of the pixels of a (defect-free) image's map above ``threshold``: ``|{p : m_p > t}| / (H·W)``.
+
+    Ideally 0 on a defect-free image.
+    """
+    m = _as_map2d("the map", prob_map)
+    return float(np.count_nonzero(m > threshold) / m.size) if m.size else float("nan")
+
+
+def average_precision(scores, labels) -> float:
+    """Average precision of ``scores`` ranking the positives of ``labels`` first.
+
+    .. math:: AP = \\sum_n (R_n - R_{n-1})\\, P_n
+
+    over the distinct score thresholds in decreasing order, with ``P_n`` and ``R_n`` the precision and
+    recall of ``scores >= t_n`` (tied scores enter together; the definition of scikit-learn's
+    ``average_precision_score``). ``nan`` without positives.
+
+    Args:
+        scores: ``(N,)`` scores (e.g. a flattened map).
+        labels: ``(N,)`` booleans (e.g. the flattened truth mask).
+    """
+    s, y = _as_1d("scores", scores).astype(np.float64), _as_1d("labels", labels).astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} must have the same length")
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of each run of tied scores
+    tp = np.cumsum(y)[last]
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def pixel_auroc(prob_map, truth) -> float:
+    """Pixel-level AUROC of one map against its truth mask: the probability that a random defect pixel
+    scores above a random background pixel (see :func:`auroc`); ``nan`` if either class is empty."""
+    m, t = _as_map2d("the map", prob_map), _as_map2d("truth", truth)
+    if m.shape != t.shape:
+        raise ValueError(f"the map {m.shape} and truth {t.shape} must have the same shape")
+    return auroc(m.ravel(), t.ravel())
+
+
+def pixel_average_precision(prob_map, truth) -> float:
+    """Pixel-level average precision of one map against its truth mask (see :func:`average_precision`)."""
+    m, t = _as_map2d("the map", prob_map), _as_map2d("truth", truth)
+    if m.shape != t.shape:
+        raise ValueError(f"the map {m.shape} and truth {t.shape} must have the same shape")
+    return average_precision(m.ravel(), t.ravel())
+
+
+LOCALISATION_COLUMNS = ("pointing_game", "energy_pointing_game", "iou_fixed", "dice_fixed",
+                        "compactness_fixed", "iou_otsu", "dice_otsu", "compactness_otsu", "pixel_auroc",
+                        "pixel_ap")
+"""Columns of :func:`localisation_table` measured on defective images with a known truth."""
+
+
+def image_localisation(prob_map, boxes: Boxes, mask=None, map_threshold: float = 0.5) -> dict[str, float]:
+    """Every localisation figure of one defective image's map.
+
+    The truth region ``T`` is the pixel ``mask`` when given, otherwise the union of the ``boxes``. The
+    pointing game and the energy-based pointing game use the boxes. The map is binarised twice with
+    :func:`sacnn_lab.inference.binarise`: at the fixed ``map_threshold`` (``*_fixed``) and at Otsu's
+    threshold of the map (``*_otsu``).
+
+    Args:
+        prob_map: ``(H, W)`` non-negative map at input resolution.
+        boxes: the image's true boxes ``(x0, y0, x1, y1)``.
+        mask: ``(H, W)`` boolean truth mask, or ``None``.
+        map_threshold: the fixed binarisation threshold.
+
+    Returns:
+        A dict with the keys of :data:`LOCALISATION_COLUMNS` and ``true_area`` (pixels of ``T``).
+    """
+    from .inference import binarise  # the one definition of binarising a map
+
+    m = _as_map2d("the map", prob_map)
+    bx = _true_boxes(boxes)
+    truth = boxes_mask(bx, m.shape) if mask is None else _as_map2d("mask", mask).astype(bool)
+    if truth.shape != m.shape:
+        raise ValueError(f"the mask {truth.shape} and the map {m.shape} must have the same shape")
+    flat = int(np.argmax(m))
+    out = {"true_area": float(np.count_nonzero(truth)),
+           "pointing_game": float(point_in_boxes(flat // m.shape[1], flat % m.shape[1], bx)) if bx else np.nan,
+           "energy_pointing_game": energy_inside(m, bx) if bx else np.nan}
+    for name, how in (("fixed", "threshold"), ("otsu", "otsu")):
+        pred = binarise(m, how, map_threshold)
+        out[f"iou_{name}"], out[f"dice_{name}"] = iou(pred, truth), dice(pred, truth)
+        out[f"compactness_{name}"] = compactness(pred, truth)
+    out["pixel_auroc"], out["pixel_ap"] = pixel_auroc(m, truth), pixel_average_precision(m, truth)
+    return out
+
+
+def localisation_table(scores, labels, maps, boxes: Sequence[Boxes], masks=None, threshold: float = 0.5,
+                       map_threshold: float = 0.5, method: str | None = None):
+    """A tidy table: one row per image, one column per figure (for seaborn in one line).
+
+    Columns: ``method`` (when given), ``image`` (position in the input), ``label``, ``score``,
+    ``predicted`` (``score >= threshold``), ``true_area``, the :data:`LOCALISATION_COLUMNS` (defined on
+    defective images with a known truth, ``nan`` elsewhere; see :func:`image_localisation`) and
+    ``false_alarm_area`` (defect-free images only: share of map pixels above ``map_threshold``, see
+    :func:`false_alarm_area`).
+
+    Args:
+        scores: ``(N,)`` image scores in [0, 1].
+        labels: ``(N,)`` 0/1 labels (1 = defective).
+        maps: ``(N, H, W)`` defect maps at input resolution (torch or numpy).
+        boxes: per image, its true boxes (a list of ``(x0, y0, x1, y1)``, or an ``(N, K, 4)`` array with
+            ``-1`` rows unused).
+        masks: ``(N, H, W)`` boolean truth masks, or ``None`` (then the box union is the truth).
+        threshold: the image-level decision threshold.
+        map_threshold: the fixed map binarisation threshold.
+        method: a name for the ``method`` column (e.g. ``"SACNN"``, ``"Grad-CAM"``).
+
+    Returns:
+        A :class:`pandas.DataFrame`; ``summarise(table)`` gives the figures of the whole set.
+
+    Raises:
+        ValueError: inputs of inconsistent lengths or shapes.
+    """
+    import pandas as pd
+
+    if hasattr(maps, "detach"):
+        maps = maps.detach().cpu().numpy()
+    if hasattr(scores, "detach"):
+        scores = scores.detach().cpu().numpy()
+    maps = np.asarray(maps)
+    s, y = _as_1d("scores", scores).astype(np.float64), _as_1d("labels", labels).astype(int)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, H, W), got shape {maps.shape}")
+    n = len(maps)
+    if not (len(s) == len(y) == len(boxes) == n) or (masks is not None and len(masks) != n):
+        raise ValueError(f"scores ({len(s)}), labels ({len(y)}), maps ({n}), boxes ({len(boxes)})"
+                         + ("" if masks is None else f" and masks ({len(masks)})") + " must have one entry "
+                         "per image")
+    rows = []
+    for i in range(n):
+        row: dict[str, object] = {} if method is None else {"method": method}
+        row.update(image=i, label=int(y[i]), score=float(s[i]), predicted=bool(s[i] >= threshold))
+        truth_known = bool(_true_boxes(boxes[i])) or (masks is not None and np.any(masks[i]))
+        if y[i] and truth_known:
+            row.update(image_localisation(maps[i], boxes[i], None if masks is None else masks[i],
+                                          map_threshold))
+        else:
+            row.update({"true_area": np.nan, **{c: np.nan for c in LOCALISATION_COLUMNS}})
+        row["false_alarm_area"] = np.nan if y[i] else false_alarm_area(maps[i], map_threshold)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs.update(threshold=threshold, map_threshold=map_threshold)
+    return table
+
+
+def summarise(table, threshold: float | None = None):
+    """The figures of a whole set from a :func:`localisation_table` (one row per ``method`` if present).
+
+    Classification figures (:func:`classification` at ``threshold``) come from ``score`` and ``label``;
+    each localisation column is averaged over the images where it is defined (defective images with a
+    known truth), ``false_alarm_area`` over the defect-free images.
+
+    Args:
+        table: a :func:`localisation_table` (or several concatenated, with a ``method`` column).
+        threshold: the image-level decision threshold; default: the table's own (0.5).
+
+    Returns:
+        A :class:`pandas.DataFrame` indexed by method (or ``"all"``): ``images``, ``defective``,
+        ``accuracy``, ``precision``, ``recall``, ``f1``, ``auroc``, ``tp``, ``fp``, ``tn``, ``fn``, the
+        means of :data:`LOCALISATION_COLUMNS`, and ``false_alarm_area``.
+    """
+    import pandas as pd
+
+    if threshold is None:
+        threshold = table.attrs.get("threshold", 0.5)
+    missing = {"score", "label"} - set(table.columns)
+    if missing:
+        raise ValueError(f"table lacks the column(s) {sorted(missing)}: make it with localisation_table")
+    groups = table.groupby("method", sort=False) if "method" in table.columns else [("all", table)]
+    out = {}
+    for name, g in groups:
+        row: dict[str, float] = {"images": float(len(g)), "defective": float(g["label"].sum())}
+        row.update(classification(g["score"].to_numpy(), g["label"].to_numpy(), threshold))
+        for c in (*LOCALISATION_COLUMNS, "false_alarm_area"):
+            v = g[c].to_numpy(np.float64) if c in g else np.array([])
+            row[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+        out[name] = row
+    return pd.DataFrame.from_dict(out, orient="index")

@@ -50,6 +50,8 @@ class ConvBlock(nn.Module):
         dilation: dilation of the second convolution.
         norm: ``"none"``, ``"batch"`` or ``"group"``, applied after the dilated convolution.
         inner_relu: put a ReLU between the two convolutions (the paper has none).
+        stride: 1 (the paper: pool halves the size) or 2 (the first convolution strides and the block
+            does not pool: the same output size at about a quarter of the cost).
     """
 
     def __init__(
@@ -60,21 +62,24 @@ class ConvBlock(nn.Module):
         dilation: int = 2,
         norm: str = "none",
         inner_relu: bool = False,
+        stride: int = 1,
     ) -> None:
         super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, not {stride}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1, not {kernel_size}")
         if dilation < 1:
             raise ValueError(f"dilation must be >= 1, not {dilation}")
         pad = kernel_size // 2
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, padding=pad)
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, padding=pad, stride=stride)
         self.inner = nn.ReLU(inplace=True) if inner_relu else nn.Identity()
         # a bias before a normalisation is cancelled by it
         self.dilated = nn.Conv2d(
             out_ch, out_ch, kernel_size, padding=dilation * pad, dilation=dilation, bias=norm == "none"
         )
         self.norm = _norm(norm, out_ch)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.MaxPool2d(2) if stride == 1 else nn.Identity()
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,9 +114,10 @@ class SACNN(nn.Module):
         self.config = config
         if config.backbone is None:
             blocks, ch = [], config.in_channels
-            for out in config.channels:
+            for b, out in enumerate(config.channels):
+                stride = config.first_stride if b == 0 else 1
                 blocks.append(
-                    ConvBlock(ch, out, config.kernel_size, config.dilation, config.norm, config.inner_relu)
+                    ConvBlock(ch, out, config.kernel_size, config.dilation, config.norm, config.inner_relu, stride)
                 )
                 ch = out
             self.extractor = nn.Sequential(*blocks)
@@ -332,11 +338,12 @@ def receptive_field(
     k, d = config.kernel_size, config.dilation
     # (kernel, stride, padding) of each layer of one block; padding keeps the size for odd kernels
     layers = [(k, 1, k // 2), (d * (k - 1) + 1, 1, d * (k // 2)), (2, 2, 0)]
+    strided = [(k, 2, k // 2), (d * (k - 1) + 1, 1, d * (k // 2))]  # first_stride=2: no pooling
     size = _as_size(input_size)
     rf, jump, start = 1, 1, 0.5
     out = []
     for b in range(config.num_blocks):
-        for k_eff, stride, pad in layers:
+        for k_eff, stride, pad in (strided if b == 0 and config.first_stride == 2 else layers):
             rf += (k_eff - 1) * jump
             start += ((k_eff - 1) / 2 - pad) * jump
             jump *= stride

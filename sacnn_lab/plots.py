@@ -15,6 +15,28 @@ from matplotlib.patches import Rectangle
 BOX_COLOUR = "#e8291c"
 
 
+def _figure_png(fig: Figure) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _register_notebook_display() -> None:
+    """Let a returned ``Figure`` (built without pyplot) display as a picture in Jupyter/IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(Figure, _figure_png)
+
+
+_register_notebook_display()
+
+
 def _grid(n: int, cols: int, cell: float = 2.0) -> tuple[Figure, np.ndarray]:
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
@@ -118,6 +140,244 @@ def defect_maps(images: np.ndarray, maps: np.ndarray, boxes: Sequence[Sequence[S
             parts.append(f"p={float(scores[i]):.2f}")
         if parts:
             ax.set_title(" ".join(parts), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def batch_gallery(batch, cols: int = 8, title: str | None = None, masks: bool = False,
+                  path: str | os.PathLike | None = None) -> Figure:
+    """:func:`gallery` of a generated :class:`~data_gen.characters.CharacterBatch` (true boxes drawn; with
+    ``masks=True`` the truth masks are tinted too)."""
+    images = batch.images
+    if masks:
+        if batch.masks is None:
+            raise ValueError("this batch was generated without masks: generate(..., masks=True)")
+        images = images.copy()
+        images[batch.masks] = 255 - images[batch.masks] // 2
+    return gallery(images, batch.labels, [batch.boxes_of(i) for i in range(len(batch))], cols=cols,
+                   title=title, path=path)
+
+
+def font_sheet(generator, text: str = "Ag7", cols: int = 10, size: int | None = None,
+               path: str | os.PathLike | None = None) -> Figure:
+    """Every face a generator draws from, writing ``text`` (one cell per face, its name below).
+
+    Args:
+        generator: a :class:`~data_gen.characters.CharacterGenerator`.
+        text: characters to draw (from its alphabet).
+        cols: cells per row.
+        size: font size in px (default: the middle of ``char_size``).
+    """
+    cfg = generator.config
+    size = size or (cfg.char_size[0] + cfg.char_size[1]) // 2
+    faces = generator.faces
+    fig, axes = _grid(len(faces), cols, cell=1.3)
+    for f, ax in enumerate(axes[:len(faces)]):
+        glyphs = [generator.atlas.glyph(f, ch, size) for ch in text]
+        top = min(g.top for g in glyphs)
+        h = max(g.top + g.height for g in glyphs) - top
+        w = sum(g.width for g in glyphs) + 2 * (len(glyphs) - 1)
+        canvas = np.zeros((max(1, h), max(1, w)), np.uint8)
+        x = 0
+        for g in glyphs:
+            canvas[g.top - top:g.top - top + g.height, x:x + g.width] = g.alpha
+            x += g.width + 2
+        ax.imshow(255 - canvas, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(faces[f].name[:22], fontsize=6)
+    fig.suptitle(f"{len(faces)} font faces", fontsize=10)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def knob_sheet(config, knob: str, values: Sequence, n: int = 6, seed: int = 0,
+               path: str | os.PathLike | None = None) -> Figure:
+    """One row of ``n`` generated images per value of one generator knob (the rest as in ``config``).
+
+    Args:
+        config: a :class:`~data_gen.characters.CharacterConfig`.
+        knob: the field to vary, e.g. ``"placement"``, ``"distractor_prob"``, ``"lines"``.
+        values: its values, one row each.
+        n: images per row (the same sample indices in every row).
+        seed: the split's seed.
+    """
+    from dataclasses import replace
+
+    from data_gen.characters import CharacterGenerator
+
+    fig = Figure(figsize=(1.5 * n, 1.6 * len(values)), layout="constrained")
+    axes = fig.subplots(len(values), n, squeeze=False)
+    faces = None
+    for r, v in enumerate(values):
+        gen = CharacterGenerator(replace(config, **{knob: v}), faces=faces)
+        faces = gen.faces
+        b = gen.generate(seed, np.arange(n))
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(b.images[c], cmap="gray", vmin=0, vmax=255)
+            draw_boxes(ax, b.boxes_of(c))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(f"{knob}={v}", fontsize=8)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def metric_curve(history, keys: Sequence[str] = ("val_accuracy", "val_pointing_game"),
+                 path: str | os.PathLike | None = None) -> Figure:
+    """Per-epoch figures of a history (e.g. the pointing game per epoch) as curves."""
+    fig = Figure(figsize=(5.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    epochs = [r["epoch"] for r in history.epochs]
+    for k in keys:
+        ax.plot(epochs, history.series(k), "o-", label=k.replace("_", " "))
+    ax.set(xlabel="epoch", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or len(x) < window:
+        return x
+    c = np.cumsum(np.insert(np.asarray(x, np.float64), 0, 0.0))
+    return (c[window:] - c[:-window]) / window
+
+
+def training_curves(history, window: int = 20, path: str | os.PathLike | None = None) -> Figure:
+    """The paper's Figure 5: training loss and precision per step, with the validation figures per epoch.
+
+    The competitive phase shows as a flat or fluctuating start before the loss falls and the precision
+    rises.
+
+    Args:
+        history: a :class:`~sacnn_lab.history.History`.
+        window: steps of the moving average drawn over the raw per-step values.
+        path: also save the figure there.
+    """
+    steps = history.steps
+    loss = np.asarray(steps["loss"], np.float64)
+    tp, fp = np.asarray(steps["tp"], np.float64), np.asarray(steps["fp"], np.float64)
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(1, len(loss) + 1)
+    ax1.plot(x, loss, color="0.75", lw=0.7, label="per step")
+    ma = _moving_average(loss, window)
+    ax1.plot(x[len(x) - len(ma):], ma, color="C0", lw=1.6, label=f"mean of {window} steps")
+    ax1.set(xlabel="step", ylabel="training loss", title="(a) loss")
+    ax1.legend(fontsize=8)
+    tp_w, fp_w = _moving_average(tp, window), _moving_average(fp, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec = tp_w / (tp_w + fp_w)
+    ax2.plot(x[len(x) - len(prec):], prec, color="C1", lw=1.6, label=f"training, {window}-step window")
+    ends = [r["steps"] for r in history.epochs]
+    vp = history.series("val_precision")
+    if np.isfinite(vp).any():
+        ax2.plot(ends, vp, "o-", color="C2", label="validation, per epoch")
+    ax2.set(xlabel="step", ylabel="precision", title="(b) precision", ylim=(0, 1.02))
+    ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        for e in ends[:-1]:
+            ax.axvline(e, color="0.9", lw=0.8, zorder=0)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def convergence(history, epochs: Sequence[int] | None = None, images: Sequence[int] | None = None,
+                path: str | os.PathLike | None = None) -> Figure:
+    """The paper's Figures 7 and 9: the same probe images, their defect maps after several epochs.
+
+    Args:
+        history: a :class:`~sacnn_lab.history.History` with recorded probe maps.
+        epochs: epochs to show (default: up to 5 spread over the run, the first and last included).
+        images: indices of probe images to show (default: up to 8).
+        path: also save the figure there.
+
+    Returns:
+        A figure with one row of images per column block: row 0 the images with their true boxes, then
+        one row per epoch.
+    """
+    rec = history.recorded_epochs
+    if not rec:
+        raise ValueError("this history has no recorded probe maps")
+    if epochs is None:
+        idx = np.unique(np.linspace(0, len(rec) - 1, min(5, len(rec))).round().astype(int))
+        epochs = [rec[i] for i in idx]
+    images = list(range(min(8, len(history.probe_images)))) if images is None else list(images)
+    fig = Figure(figsize=(1.6 * len(images), 1.7 * (len(epochs) + 1)), layout="constrained")
+    axes = fig.subplots(len(epochs) + 1, len(images), squeeze=False)
+    for j, i in enumerate(images):
+        ax = axes[0, j]
+        ax.imshow(history.probe_images[i], cmap="gray", vmin=0, vmax=255)
+        draw_boxes(ax, [b for b in history.probe_boxes[i] if b[0] >= 0])
+    axes[0, 0].set_ylabel("images", fontsize=9)
+    for r, e in enumerate(epochs, start=1):
+        maps = history.maps_upsampled(e)
+        scores = history.probe_scores[e]
+        for j, i in enumerate(images):
+            ax = axes[r, j]
+            ax.imshow(overlay(history.probe_images[i], maps[i]))
+            ax.set_title(f"p={scores[i]:.2f}", fontsize=7)
+        axes[r, 0].set_ylabel(f"epoch {e}", fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def compare_maps(images: np.ndarray, maps: dict[str, np.ndarray], boxes: Sequence[Sequence[Sequence[int]]],
+                 scores: dict[str, Sequence[float]] | None = None, title: str | None = None,
+                 path: str | os.PathLike | None = None) -> Figure:
+    """The paper's Figure 11: the same images, each method's defect map beside the others, true boxes drawn.
+
+    Args:
+        images: ``(N, H, W)`` uint8 images.
+        maps: method name → ``(N, H, W)`` maps at input resolution in [0, 1] (e.g. ``{"SACNN": ...,
+            "Grad-CAM": ...}``), one row per method, in the dict's order.
+        boxes: per image, its true boxes ``(x0, y0, x1, y1)`` (``-1`` rows are skipped).
+        scores: method name → ``(N,)`` image scores, shown above each map.
+        title: figure title.
+        path: also save the figure there.
+
+    Returns:
+        A figure with ``1 + len(maps)`` rows (the images, then one row per method) and ``N`` columns.
+    """
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, H, W), got shape {images.shape}")
+    if not maps:
+        raise ValueError("maps must name at least one method")
+    for name, m in maps.items():
+        if np.shape(m) != images.shape:
+            raise ValueError(f"maps[{name!r}] has shape {np.shape(m)}, expected {images.shape}")
+    n = len(images)
+    fig = Figure(figsize=(1.7 * max(n, 2), 1.8 * (len(maps) + 1)), layout="constrained")
+    axes = fig.subplots(len(maps) + 1, max(n, 1), squeeze=False)
+    for j in range(n):
+        true = [b for b in boxes[j] if b[0] >= 0]
+        axes[0, j].imshow(images[j], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        draw_boxes(axes[0, j], true)
+        for r, (name, m) in enumerate(maps.items(), start=1):
+            ax = axes[r, j]
+            ax.imshow(overlay(images[j], np.asarray(m[j])), interpolation="nearest")
+            draw_boxes(ax, true, colour="white")
+            if scores is not None and name in scores:
+                ax.set_title(f"p={float(scores[name][j]):.2f}", fontsize=7)
+    axes[0, 0].set_ylabel("images", fontsize=9)
+    for r, name in enumerate(maps, start=1):
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
     if title:
         fig.suptitle(title)
     if path is not None:

@@ -64,6 +64,15 @@ class Callback:
     def on_fit_end(self, trainer: "Trainer") -> None: ...
 
 
+def model_image_scores(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` defective probability of each image from a model's logits: the model's own
+    ``image_scores(logits)`` if it has one, else the competition's spatial maximum (Eq. 2); with several
+    defect types, their maximum."""
+    own = getattr(model, "image_scores", None)
+    scores = own(logits) if callable(own) else image_scores(logits)
+    return scores if scores.dim() == 1 else scores.max(1).values
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimiser named by ``cfg.optimizer``."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -85,7 +94,13 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: i
 
 
 class Trainer:
-    """Trains a SACNN-style model (logits ``(B, 1+K, s, t)``) with the competition loss.
+    """Trains a SACNN-style model (logits ``(B, 1+K, s, t)``) with the competition loss, or any other
+    classifier that brings its own loss.
+
+    A model may define ``loss(logits, labels, class_weights, reduction) -> Tensor`` and
+    ``image_scores(logits) -> (B,) or (B, K)`` (the defective probability); the trainer then uses them
+    instead of :func:`~sacnn_lab.competition.competition_loss` and
+    :func:`~sacnn_lab.competition.image_scores` (e.g. :class:`~sacnn_lab.baseline.VGGBaseline`).
 
     Args:
         model: the network.
@@ -144,6 +159,17 @@ class Trainer:
         x = images.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch: the model's own ``loss`` if it has one, else the competition
+        loss (Eqs. 3–4), with the config's class weights and reduction."""
+        own = getattr(self.model, "loss", None)
+        fn = own if callable(own) else competition_loss
+        return fn(logits, labels, class_weights=self.config.class_weights, reduction=self.config.reduction)
+
+    def image_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` defective probability of each image (see :func:`model_image_scores`)."""
+        return model_image_scores(self.model, logits)
+
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """One optimiser step on one batch; returns the step's record (loss and confusion counts)."""
         self.model.train()
@@ -151,8 +177,7 @@ class Trainer:
         y = batch["label"].to(self.device, non_blocking=True)
         with self.autocast():
             logits = self.model(x)
-        loss = competition_loss(logits.float(), y, class_weights=self.config.class_weights,
-                                reduction=self.config.reduction)
+        loss = self.loss(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -160,8 +185,8 @@ class Trainer:
         if self.scheduler is not None and self.step < self.total_steps - 1:
             self.scheduler.step()
         self.step += 1
-        with torch.no_grad():  # defective when any defect type's winning pixel passes 0.5
-            pred = image_scores(logits.detach().float()).max(1).values >= 0.5
+        with torch.no_grad():  # defective when any defect type's score (SACNN: winning pixel) passes 0.5
+            pred = self.image_scores(logits.detach().float()) >= 0.5
             pos = y > 0
         return {"epoch": self.epoch + 1, "step": self.step, "loss": float(loss.detach()),
                 "batch_size": int(y.shape[0]), "tp": int((pred & pos).sum()), "fp": int((pred & ~pos).sum()),
@@ -207,11 +232,15 @@ class Trainer:
 
     # ---- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: model, optimiser, schedule, scaler, counters."""
+        """Everything needed to resume: model, optimiser, schedule, scaler, counters, and torch's random
+        state (dropout draws from it, so a resumed run equals an uninterrupted one)."""
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
-                "train_time": self.train_time}
+                "train_time": self.train_time, "rng": rng}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -222,3 +251,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.train_time = float(state.get("train_time", 0.0))
+        rng = state.get("rng") or {}  # absent from older checkpoints
+        if "cpu" in rng:
+            torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
