@@ -290,11 +290,13 @@ class VGGBaseline(nn.Module):
         cls = cam_class(self.config.cam)
         was_training = self.training
         saved_grads = [p.grad for p in self.parameters()]
-        grid: list[tuple[int, int]] = []
-        hook = self.target_module().register_forward_hook(lambda m, i, o: grid.append(tuple(o.shape[-2:])))
+        layer = self.target_module()
+        grid: list[tuple[int, int]] = []  # the layer's spatial size, for feature_map (a shape probe, no CAM)
+        probe = layer.register_forward_hook(lambda m, i, o: grid.append(tuple(o.shape[-2:])))
         scores, maps = [], []
         try:
-            with torch.inference_mode(False), torch.enable_grad(), cls(model=self, target_layers=[self.target_module()]) as cam:
+            with (torch.inference_mode(False), torch.enable_grad(),
+                  cls(model=self, target_layers=[layer]) as cam):
                 for start in range(0, images.shape[0], batch_size):
                     x = images[start:start + batch_size].to(dev).contiguous(memory_format=fmt)
                     targets = [ClassifierOutputTarget(1)] * x.shape[0]
@@ -302,11 +304,14 @@ class VGGBaseline(nn.Module):
                     scores.append(self.image_scores(cam.outputs.detach()).cpu())
                     maps.append(torch.from_numpy(m).float())
         finally:
-            hook.remove()
+            probe.remove()
             self.train(was_training)
             for p, g in zip(self.parameters(), saved_grads):
                 p.grad = g
-        prob_map = torch.cat(maps)
+        prob_map = torch.cat(maps) if maps else torch.empty(0)
+        if prob_map.shape[0] != images.shape[0]:  # grad-cam's with block swallows an IndexError
+            raise RuntimeError(f"the {self.config.cam} CAM gave maps for {prob_map.shape[0]} of "
+                               f"{images.shape[0]} images")
         s, t = grid[0] if grid else prob_map.shape[-2:]
         feature_map = F.adaptive_avg_pool2d(prob_map[:, None], (s, t))[:, 0]
         return Prediction(score=torch.cat(scores), feature_map=feature_map, map=prob_map)
