@@ -15,6 +15,8 @@ TINY = {
     "02_train_sacnn": "epochs = 1\nsamples_per_epoch = 64\nval_size = 32\ntest_size = 40",
     "03_convergence": "run_dir = 'runs/tiny'\nepochs = 2\nsamples_per_epoch = 64",
     "04_imbalance_study": "ratios = [1, 3]\nepochs = 1\nsamples_per_epoch = 64\ntest_size = 40",
+    "05_gradcam_baseline": "sacnn_run = 'runs/s'\nbaseline_run = 'runs/b'\nsacnn_epochs = 1\n"
+                           "baseline_epochs = 1\nsamples_per_epoch = 64\nval_size = 32\nn_test = 40",
 }
 
 
