@@ -24,6 +24,15 @@ def _check_int(name: str, value: Any, low: int) -> None:
         raise ValueError(f"{name} must be >= {low}, not {value}")
 
 
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """``cls(**d)`` for a config dataclass, naming any key that is not one of its fields."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
+    return cls(**d)
+
+
 @dataclass
 class ModelConfig:
     """The architecture of one SACNN network.
@@ -131,11 +140,7 @@ class ModelConfig:
         Raises:
             ValueError: ``d`` holds a key that is not a field of the config.
         """
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        return _from_dict(cls, d)
 
     @classmethod
     def characters(cls, **overrides: Any) -> ModelConfig:
@@ -230,11 +235,7 @@ class BaselineConfig:
         Raises:
             ValueError: ``d`` holds a key that is not a field of the config.
         """
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown BaselineConfig field(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        return _from_dict(cls, d)
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
