@@ -3,8 +3,8 @@ that draws the same things (same faces, characters, sizes, positions, grays and 
 
     python benchmarks/generator_speed.py [--n 40000] [--batch 1024] [--ref-n 3000]
 
-Prints images/s for both and their ratio. The target is >= 20,000 images/s (136×136 uint8) on the
-2-core machine, over 10× the authors' PIL generator (~1,800/s).
+Prints images/s for both and their ratio, and the ratio to the authors' generator (~1,800/s on our
+machines, SPEC.md). The target is >= 20,000 images/s (136×136 uint8) on the 2-core machine.
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ def main() -> None:
     print(f"sacnn-lab generator, warm (batch {args.batch}):                {ours:10,.0f} images/s")
     print(f"per-image PIL reference:                                {ref:10,.0f} images/s")
     print(f"ratio warm / PIL reference:                             {ours / ref:10.1f} x")
-    print("target: >= 20,000 images/s and >= 10x the PIL reference:",
-          "MET" if ours >= 20_000 and ours / ref >= 10 else "NOT MET")
+    print(f"ratio warm / the authors' generator (~1,800 images/s, SPEC.md):  {ours / 1800:10.1f} x")
+    print("target (issue 3): >= 20,000 images/s, i.e. over 10x the authors' ~1,800/s:",
+          "MET" if ours >= 20_000 else "NOT MET")
 
 
 if __name__ == "__main__":
