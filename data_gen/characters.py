@@ -24,7 +24,7 @@ import numpy as np
 
 from .fonts import DEFAULT_ALPHABET, FontFace, discover_fonts, split_fonts
 from .glyphs import GlyphAtlas
-from .random import Draws
+from .random import Draws, ratio_labels
 
 PLACEMENTS = ("anywhere", "centre")
 _CANDIDATES = 8  # placement attempts per extra defect before it is dropped (no overlaps)
@@ -259,14 +259,7 @@ class CharacterGenerator:
     # ----------------------------------------------------------------------------------------------
     def labels(self, seed: int, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """``(B,)`` uint8 labels of the given indices, without drawing any image."""
-        idx = np.asarray(indices, dtype=np.int64)
-        r = self.config.ratio
-        if abs(r - round(r)) < 1e-9:
-            period = int(round(r)) + 1
-            block = Draws(seed, idx // period)
-            winner = block.integers("label_block", 0, period - 1)
-            return (idx % period == winner).astype(np.uint8)
-        return (Draws(seed, idx).uniform("label") < 1.0 / (1.0 + r)).astype(np.uint8)
+        return ratio_labels(seed, np.asarray(indices, dtype=np.int64), self.config.ratio)
 
     def sample(self, seed: int, index: int, masks: bool = True) -> CharacterBatch:
         """One sample, as a batch of one."""

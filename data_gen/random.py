@@ -59,3 +59,17 @@ class Draws:
             raise ValueError(f"empty integer range [{low}, {high}]")
         u = self.uniform(stream, k)
         return np.minimum(low + np.floor(u * (high - low + 1)).astype(np.int64), high)
+
+
+def ratio_labels(seed: int, indices: np.ndarray, ratio: float) -> np.ndarray:
+    """``(B,)`` uint8 image labels (1 = defective) at ``ratio`` defect-free images per defective one.
+
+    An integer ratio is exact in every block of ``ratio + 1`` consecutive indices (the defective one's
+    place in its block is drawn); any other ratio is a Bernoulli draw per index. Pure in (seed, index).
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    if abs(ratio - round(ratio)) < 1e-9:
+        period = int(round(ratio)) + 1
+        winner = Draws(seed, idx // period).integers("label_block", 0, period - 1)
+        return (idx % period == winner).astype(np.uint8)
+    return (Draws(seed, idx).uniform("label") < 1.0 / (1.0 + ratio)).astype(np.uint8)

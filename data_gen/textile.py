@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .random import Draws, splitmix64
+from .random import Draws, ratio_labels, splitmix64
 
 FAMILIES = ("woven", "noisy", "oriented", "knit")
 DEFECTS = ("scratch", "spot", "texture", "thread")
@@ -133,13 +133,7 @@ class TextileGenerator:
 
     def labels(self, seed: int, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """``(B,)`` uint8 labels; integer ratios are exact in every block of ``ratio + 1`` indices."""
-        idx = np.asarray(indices, dtype=np.int64)
-        r = self.config.ratio
-        if abs(r - round(r)) < 1e-9:
-            period = int(round(r)) + 1
-            winner = Draws(seed, idx // period).integers("label_block", 0, period - 1)
-            return (idx % period == winner).astype(np.uint8)
-        return (Draws(seed, idx).uniform("label") < 1.0 / (1.0 + r)).astype(np.uint8)
+        return ratio_labels(seed, np.asarray(indices, dtype=np.int64), self.config.ratio)
 
     # ---- textures ----------------------------------------------------------------------------------
     def _texture(self, family: str, rng: np.random.Generator, u: np.ndarray) -> np.ndarray:
