@@ -23,6 +23,13 @@ from typing import Iterable, Sequence
 HEADER = ["filename", "label", "x0", "y0", "x1", "y1"]
 
 
+def cache_root() -> Path:
+    """sacnn-lab's cache folder: ``$SACNN_CACHE_DIR``, else ``$XDG_CACHE_HOME`` or ``~/.cache``, then
+    ``sacnn-lab/`` (the font scan, generated textile sets)."""
+    root = os.environ.get("SACNN_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "sacnn-lab"
+
+
 class LabelFileError(ValueError):
     """A malformed ``labels.csv``; the message names the file and the line."""
 

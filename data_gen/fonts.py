@@ -176,8 +176,9 @@ def _collection_size(path: Path) -> int:
 
 
 def _cache_file() -> Path:
-    root = os.environ.get("SACNN_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "sacnn-lab" / "fonts.json"
+    from .folders import cache_root
+
+    return cache_root() / "fonts.json"
 
 
 def _load_cache(alphabet: str) -> dict:

@@ -205,6 +205,8 @@ class VGGBaseline(nn.Module):
             raise ValueError(f"expected images (B, {self.config.in_channels}, H, W), got shape {tuple(x.shape)}")
         if min(x.shape[-2:]) < 32:
             raise ValueError(f"VGG19 pools five times: images must be at least 32×32, got {tuple(x.shape[-2:])}")
+        if self.config.input_pool > 1:
+            x = F.avg_pool2d(x, self.config.input_pool)
         x = self.features((x - _GRAY_MEAN) / _GRAY_STD)
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 

@@ -76,7 +76,8 @@ class ProgressBar(Callback):
 
 
 def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray | list,
-                    batch_size: int = 250, threshold: float = 0.5) -> dict[str, float]:
+                    batch_size: int = 250, threshold: float = 0.5,
+                    masks: np.ndarray | None = None) -> dict[str, float]:
     """Classification figures and the pointing game of ``model`` on a fixed set.
 
     Args:
@@ -86,10 +87,13 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
         boxes: ``(N, K, 4)`` (-1 rows unused) or a list of box lists.
         batch_size: images per forward pass.
         threshold: decision threshold on the image score.
+        masks: ``(N, H, W)`` bool truth masks (DAGM's ellipses) the pointing game uses instead of the
+            boxes, or ``None``.
 
     Returns:
         accuracy, precision, recall, f1, auroc, confusion counts, and ``pointing_game`` (share of
-        defective images with known boxes whose map maximum lies in a true box; ``nan`` without boxes).
+        defective images with known boxes whose map maximum lies in a true box, or in the mask;
+        ``nan`` without boxes).
     """
     scores, hits = [], []
     for lo in range(0, len(images), batch_size):
@@ -98,7 +102,7 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
         scores.append(s.numpy())
         m = p.map if p.map.ndim == 3 else p.map.max(1).values
         b = [[tuple(int(v) for v in box) for box in bs if box[0] >= 0] for bs in boxes[lo:lo + batch_size]]
-        hits.append(pointing_game(m.numpy(), b))
+        hits.append(pointing_game(m.numpy(), b, None if masks is None else masks[lo:lo + batch_size]))
     out = classification(np.concatenate(scores), labels, threshold)
     hit = np.concatenate(hits)
     out["pointing_game"] = float(hit.mean()) if hit.size else float("nan")
@@ -110,15 +114,16 @@ class Evaluator(Callback):
     (accuracy, precision, recall, f1, auroc, pointing_game) to the epoch record."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray, prefix: str = "val",
-                 every: int = 1, batch_size: int = 250):
-        self.images, self.labels, self.boxes = images, labels, boxes
+                 every: int = 1, batch_size: int = 250, masks: np.ndarray | None = None):
+        self.images, self.labels, self.boxes, self.masks = images, labels, boxes, masks
         self.prefix, self.every, self.batch_size = prefix, every, batch_size
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if record["epoch"] % self.every and not trainer.should_stop and record["epoch"] != trainer.config.epochs:
             return
         t = time.perf_counter()
-        res = evaluate_arrays(trainer.model, self.images, self.labels, self.boxes, self.batch_size)
+        res = evaluate_arrays(trainer.model, self.images, self.labels, self.boxes, self.batch_size,
+                              masks=self.masks)
         record.update({f"{self.prefix}_{k}": v for k, v in res.items()})
         record[f"{self.prefix}_seconds"] = time.perf_counter() - t
 

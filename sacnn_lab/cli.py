@@ -2,6 +2,7 @@
 
     sacnn-lab demo                                              # the main job: train on CPU, show maps
     sacnn-lab train --data characters --preset fast --out runs/fast
+    sacnn-lab train --data textile --out runs/textile             # or --data /path/to/DAGM/Class1
     sacnn-lab train --model baseline --preset cpu --out runs/vgg  # the Grad-CAM / VGG19 baseline
     sacnn-lab compare --sacnn runs/fast --baseline runs/vgg --data characters --n 500 --out runs/cmp
     sacnn-lab evaluate --checkpoint runs/fast --data characters --json
@@ -25,13 +26,26 @@ import numpy as np
 from data_gen.fonts import NoUsableFontsError
 
 
+def _data_source(spec: str) -> tuple[str, str | None]:
+    """``--data`` of train: ``characters``, ``textile`` or a DAGM 2007 class folder → (source, folder)."""
+    from data_gen.folders import is_dagm
+
+    if spec in ("characters", "textile"):
+        return spec, None
+    if is_dagm(spec):
+        return "textile", spec
+    raise ValueError(f"--data {spec!r}: expected 'characters', 'textile' or a DAGM 2007 class folder "
+                     f"(one holding Train/ and Test/, e.g. .../Class1)")
+
+
 def _run_config(args: argparse.Namespace):
     from .config import BASELINE_PRESETS, PRESETS, RunConfig
 
+    source, folder = _data_source(args.data)
     if args.model == "baseline":
         if args.preset is not None and args.preset not in BASELINE_PRESETS:
             raise ValueError(f"--preset {args.preset} is a SACNN preset; the baseline's are {BASELINE_PRESETS}")
-        cfg = RunConfig.baseline(args.preset or "cpu")
+        cfg = RunConfig.baseline(args.preset or "cpu", data=source)
         model = {k: v for k, v in (("arch", args.arch), ("width", args.width), ("weights", args.weights),
                                    ("cam", args.cam), ("target_layer", args.target_layer)) if v is not None}
         cfg.model = replace(cfg.model, **model)
@@ -42,7 +56,9 @@ def _run_config(args: argparse.Namespace):
                  if getattr(args, k) is not None]
         if given:
             raise ValueError(f"{', '.join(given)} configure the baseline: add --model baseline")
-        cfg = RunConfig.preset(args.preset or "fast")
+        cfg = RunConfig.preset(args.preset or "fast", data=source)
+    if folder is not None:
+        cfg = cfg.updated(folder=folder)
     train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("optimizer", args.optimizer), ("device", args.device),
                                ("max_time", args.max_time), ("num_workers", args.workers),
@@ -51,13 +67,16 @@ def _run_config(args: argparse.Namespace):
     data = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("val_size", args.val_size),
                               ("test_size", args.test_size)) if v is not None}
     if args.ratio is not None:
-        data["characters"] = replace(cfg.data.characters, ratio=args.ratio)
+        knobs = "textile" if source == "textile" else "characters"
+        data[knobs] = replace(getattr(cfg.data, knobs), ratio=args.ratio)
     cfg.data = replace(cfg.data, **data)
     return cfg
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", choices=["characters"], default="characters", help="training data")
+    p.add_argument("--data", default="characters",
+                   help="training data: characters (default), textile (the generated DAGM-like set) or a "
+                        "DAGM 2007 class folder (.../Class1)")
     p.add_argument("--model", choices=["sacnn", "baseline"], default="sacnn",
                    help="SACNN (default) or the Grad-CAM / VGG19 baseline")
     p.add_argument("--preset", choices=["fast", "paper", "cpu", "full"],

@@ -61,6 +61,10 @@ class ModelConfig:
         first_stride: 1 (the paper) or 2: the first block's first convolution strides by 2 and that
             block does not pool. Same output size and nearly the same visual field, about 4× cheaper at
             full resolution: a CPU-friendly variant used by the ``fast`` preset, not the paper's block.
+        input_pool: 1 (the paper), 2 or 4: the input is average-pooled by this factor before the first
+            block (a 512×512 textile image is seen at 256×256). Each block's visual field, in input
+            pixels, grows by the same factor; maps are still returned at the input's size. About
+            ``input_pool²`` times cheaper: the CPU variant of the ``fast`` textile preset, not the paper.
     """
 
     in_channels: int = 1
@@ -74,6 +78,7 @@ class ModelConfig:
     backbone_weights: str | None = None
     backbone_stride: int = 8
     first_stride: int = 1
+    input_pool: int = 1
 
     def __post_init__(self) -> None:
         _check_int("in_channels", self.in_channels, 1)
@@ -96,6 +101,8 @@ class ModelConfig:
         _check_int("backbone_stride", self.backbone_stride, 1)
         if self.first_stride not in (1, 2):
             raise ValueError(f"first_stride must be 1 (the paper) or 2, not {self.first_stride!r}")
+        if self.input_pool not in (1, 2, 4):
+            raise ValueError(f"input_pool must be 1 (the paper), 2 or 4, not {self.input_pool!r}")
         if self.backbone_stride & (self.backbone_stride - 1):
             raise ValueError(f"backbone_stride must be a power of 2, not {self.backbone_stride}")
         if isinstance(self.backbone_weights, os.PathLike):
@@ -179,6 +186,8 @@ class BaselineConfig:
             ``None``: ``features[-1]``, the last pooling.
         in_channels: channels of the input image (1 for gray).
         dropout: dropout of the fully connected layers (torchvision's 0.5).
+        input_pool: 1 (torchvision's network) , 2 or 4: the input is average-pooled by this factor first
+            (a CPU variant for 512×512 textile images; its maps are still at the input's size).
     """
 
     arch: str = "vgg19"
@@ -188,8 +197,11 @@ class BaselineConfig:
     target_layer: str | None = None
     in_channels: int = 1
     dropout: float = 0.5
+    input_pool: int = 1
 
     def __post_init__(self) -> None:
+        if self.input_pool not in (1, 2, 4):
+            raise ValueError(f"input_pool must be 1, 2 or 4, not {self.input_pool!r}")
         if self.arch not in BASELINE_ARCHS:
             raise ValueError(f"arch must be one of {BASELINE_ARCHS}, not {self.arch!r}")
         if isinstance(self.width, bool) or not isinstance(self.width, (int, float)):
@@ -222,7 +234,9 @@ class BaselineConfig:
     def name(self) -> str:
         """How the network is named in tables and figures (honest about reductions)."""
         base = "VGG19-BN" if self.arch == "vgg19_bn" else "VGG19"
-        return base if self.width == 1 else f"{base}-style, reduced (width {self.width:g})"
+        cuts = ([f"width {self.width:g}"] if self.width != 1 else []) + (
+            [f"input /{self.input_pool}"] if self.input_pool > 1 else [])
+        return f"{base}-style, reduced ({', '.join(cuts)})" if cuts else base
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (``arch`` tells a baseline from a SACNN config)."""
@@ -243,27 +257,49 @@ SCHEDULES = ("constant", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+SOURCES = ("characters", "textile")
+TRUTHS = ("ellipse", "mask")
+
+
 @dataclass
 class DataConfig:
     """Where the samples of a run come from.
 
-    Training draws fresh samples every epoch (epoch ``e`` uses indices ``e*N … (e+1)*N-1`` of the training
-    seed, like the authors' on-the-fly generator, but reproducible); the held-out validation set, the
-    test set and the probe batch are fixed.
+    ``source="characters"``: training draws fresh samples every epoch (epoch ``e`` uses indices
+    ``e*N … (e+1)*N-1`` of the training seed, like the authors' on-the-fly generator, but reproducible);
+    the held-out validation set, the test set and the probe batch are fixed.
+
+    ``source="textile"``: a DAGM 2007 class folder, as in the paper: a fixed ``Train`` split passed over
+    once per epoch (shuffled, flipped) and a ``Test`` split. The folder is ``folder`` (the real DAGM 2007,
+    or any set in its layout) or, by default, the generated textile set of ``textile``, written once
+    into the cache (see :func:`sacnn_lab.data.textile_folder`). DAGM has no validation split: the
+    per-epoch ``val_*`` figures of a textile run are measured on the ``Test`` split (as the paper's
+    curves are) and are only recorded, never used to choose anything; the probe batch comes from it too.
 
     Attributes:
-        source: ``"characters"`` (the generated character set).
-        characters: the generator's knobs for training.
-        train_seed / val_seed / test_seed: separate seeds, hence disjoint splits.
-        samples_per_epoch: training samples per epoch (the paper: 100,000).
-        val_size: the fixed held-out set evaluated after every epoch.
-        test_size: the test split (the paper's figure is on a balanced one).
+        source: ``"characters"`` (the generated character set) or ``"textile"`` (DAGM 2007 layout).
+        characters: the character generator's knobs for training.
+        textile: the textile generator's knobs (``source="textile"`` without ``folder``).
+        folder: a DAGM 2007 class folder (``.../Class1``); ``None``: the generated textile set.
+        truth: textile localisation truth: ``"ellipse"`` (DAGM's weak elliptical labels, what the real
+            set has) or ``"mask"`` (the generator's true defect mask; generated sets only).
+        train_seed / val_seed / test_seed: separate seeds, hence disjoint splits. A generated textile
+            set is the one of seed ``train_seed`` (its Train and Test splits have their own seeds).
+        samples_per_epoch: training samples per epoch (the paper: 100,000); textile: the size of the
+            generated ``Train`` split (DAGM's 575), passed over once per epoch.
+        val_size: the fixed held-out character set evaluated after every epoch (textile: unused).
+        test_size: the test split (the paper's character figure is on a balanced one); textile: the
+            size of the generated ``Test`` split (DAGM's 575).
         probe_size: the fixed test images whose defect maps are recorded every epoch.
-        eval_ratio: defect-free per defective image in validation, test and probe sets (1 = balanced).
+        eval_ratio: defect-free per defective character image in validation, test and probe sets
+            (1 = balanced); textile splits keep the generator's ``ratio``.
     """
 
     source: str = "characters"
     characters: Any = None
+    textile: Any = None
+    folder: str | None = None
+    truth: str = "ellipse"
     train_seed: int = 0
     val_seed: int = 1
     test_seed: int = 2
@@ -275,19 +311,36 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         from data_gen.characters import CharacterConfig
+        from data_gen.textile import TextileConfig
 
-        if self.source != "characters":
-            raise ValueError(f"data source must be 'characters', not {self.source!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"data source must be one of {SOURCES}, not {self.source!r}")
         if self.characters is None:
             self.characters = CharacterConfig()
         elif isinstance(self.characters, dict):
             self.characters = CharacterConfig(**self.characters)
+        if self.textile is None:
+            self.textile = TextileConfig()
+        elif isinstance(self.textile, dict):
+            self.textile = TextileConfig(**self.textile)
+        if isinstance(self.folder, os.PathLike):
+            self.folder = os.fspath(self.folder)
+        if self.folder is not None and (self.source != "textile" or not isinstance(self.folder, str)):
+            raise ValueError(f"folder (a DAGM 2007 class folder) needs source='textile' and a path, "
+                             f"not source={self.source!r}, folder={self.folder!r}")
+        if self.truth not in TRUTHS:
+            raise ValueError(f"truth must be one of {TRUTHS}, not {self.truth!r}")
         for name in ("samples_per_epoch", "val_size", "test_size", "probe_size"):
             _check_int(name, getattr(self, name), 1)
         for name in ("train_seed", "val_seed", "test_seed"):
             _check_int(name, getattr(self, name), 0)
         if len({self.train_seed, self.val_seed, self.test_seed}) < 3:
             raise ValueError("train_seed, val_seed and test_seed must differ (they define disjoint splits)")
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images the source makes (a DAGM folder's are checked when it is read)."""
+        return self.textile.image_size if self.source == "textile" else self.characters.image_size
 
     def eval_characters(self) -> Any:
         """The generator knobs of the validation / test / probe sets: training's, at ``eval_ratio``."""
@@ -298,6 +351,7 @@ class DataConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["characters"] = self.characters.to_dict()
+        d["textile"] = self.textile.to_dict()
         return d
 
 
@@ -324,6 +378,8 @@ class TrainConfig:
         max_time: stop after this many seconds of training (the epoch in progress is cut short and
             recorded); ``None`` = no limit.
         eval_batch_size: batch size for evaluation and probe maps.
+        eval_every: evaluate the held-out set every this many epochs (and after the last); probe maps
+            are recorded every epoch regardless.
         threads: CPU threads for torch (``None``: torch's default).
     """
 
@@ -344,6 +400,7 @@ class TrainConfig:
     seed: int = 0
     max_time: float | None = None
     eval_batch_size: int = 250
+    eval_every: int = 1
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -351,6 +408,7 @@ class TrainConfig:
         _check_int("batch_size", self.batch_size, 1)
         _check_int("num_workers", self.num_workers, 0)
         _check_int("eval_batch_size", self.eval_batch_size, 1)
+        _check_int("eval_every", self.eval_every, 1)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -391,6 +449,15 @@ class RunConfig:
       normalisation and channels-last memory, Adam with a one-cycle schedule, batch 32, mean loss.
       The README gives the measurements behind this choice.
 
+    With ``data="textile"`` (DAGM 2007's layout: the generated set, or the real one with ``folder``):
+
+    * ``"paper"``: 5 blocks (32…160 channels), no normalisation, SGD lr 0.01, batch 16, summed loss,
+      one pass over the 575 training images per epoch, 1,760 epochs (test figures every 20).
+    * ``"fast"``: 5 narrow blocks (8, 16, 32, 32, 32) with batch normalisation, the first convolution
+      strided (``first_stride=2``: about the same visual field, 218 px, and the same 16×16 map),
+      Adam with a one-cycle schedule (peak 0.002), batch 16, mean loss, 20 epochs (test figures
+      every 4): about 20 minutes on 2 CPU cores.
+
     A run may also train the Grad-CAM baseline: ``model`` is then a :class:`BaselineConfig`
     (``RunConfig.baseline(name)``; the data and training settings mean the same).
     """
@@ -400,20 +467,45 @@ class RunConfig:
     train: TrainConfig
 
     @classmethod
-    def preset(cls, name: str = "fast", **overrides: Any) -> RunConfig:
+    def preset(cls, name: str = "fast", data: str = "characters", **overrides: Any) -> RunConfig:
         """A preset, with any field of its model, data or training config changed by name
-        (see :meth:`updated`), e.g. ``RunConfig.preset("fast", epochs=2, samples_per_epoch=1024)``."""
-        if name == "paper":
+        (see :meth:`updated`), e.g. ``RunConfig.preset("fast", epochs=2, samples_per_epoch=1024)``.
+
+        Args:
+            name: ``"fast"`` or ``"paper"``.
+            data: ``"characters"`` or ``"textile"`` (the generated DAGM-like set, or the real DAGM 2007
+                with ``folder=".../Class1"``).
+            overrides: fields to change, by name.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, not {name!r}")
+        if data not in SOURCES:
+            raise ValueError(f"data must be one of {SOURCES}, not {data!r}")
+        if data == "textile":
+            run = cls._textile(name)
+        elif name == "paper":
             run = cls(ModelConfig.characters(), DataConfig(samples_per_epoch=100_000),
                       TrainConfig(epochs=20, batch_size=64, optimizer="sgd", lr=0.01, reduction="sum"))
-        elif name == "fast":
+        else:
             run = cls(ModelConfig.characters(channels=(8, 16, 32), norm="batch", inner_relu=True),
                       DataConfig(samples_per_epoch=4_000, val_size=1_000),
                       TrainConfig(epochs=4, batch_size=32, optimizer="adam", lr=1e-2, schedule="onecycle",
                                   reduction="mean"))
-        else:
-            raise ValueError(f"preset must be one of {PRESETS}, not {name!r}")
         return run.updated(**overrides) if overrides else run
+
+    @classmethod
+    def _textile(cls, name: str) -> RunConfig:
+        # DAGM 2007's sizes: 575 Train and 575 Test images, about 5 defect-free per defective one
+        data = DataConfig(source="textile", samples_per_epoch=575, test_size=575)
+        if name == "paper":
+            return cls(ModelConfig.textile(), data,
+                       TrainConfig(epochs=1760, batch_size=16, optimizer="sgd", lr=0.01, reduction="sum",
+                                   eval_every=20, eval_batch_size=32))
+        return cls(ModelConfig.textile(channels=(8, 16, 32, 32, 32), norm="batch", inner_relu=True,
+                                       first_stride=2),
+                   data,
+                   TrainConfig(epochs=20, batch_size=16, optimizer="adam", lr=2e-3, schedule="onecycle",
+                               reduction="mean", eval_every=4, eval_batch_size=32))
 
     def updated(self, **changes: Any) -> RunConfig:
         """A copy with fields changed by name, each routed to the model, data or training config that
@@ -443,7 +535,7 @@ class RunConfig:
         return isinstance(self.model, BaselineConfig)
 
     @classmethod
-    def baseline(cls, name: str = "cpu", **overrides: Any) -> RunConfig:
+    def baseline(cls, name: str = "cpu", data: str = "characters", **overrides: Any) -> RunConfig:
         """A run that trains the Grad-CAM / VGG19 baseline on the character set.
 
         The paper gives no settings for its VGG19 baseline; these are ours:
@@ -457,21 +549,41 @@ class RunConfig:
           them (else from scratch, with a warning), fine-tuned with SGD (lr 0.001, momentum 0.9), batch
           64, 100,000 samples per epoch, 3 epochs: for a GPU.
 
+        With ``data="textile"`` (the same DAGM folder as SACNN's textile presets):
+
+        * ``"cpu"``: the same reduced VGG19-BN seeing the 512×512 images at 256×256 (``input_pool=2``),
+          Adam (lr 0.001) one-cycle, batch 16, 12 passes over the 575 training images.
+        * ``"full"``: torchvision's VGG19 unchanged at 512×512, ImageNet weights when cached, SGD (lr 0.001,
+          momentum 0.9), batch 16, 50 epochs: for a GPU.
+
         Args:
             name: ``"cpu"`` or ``"full"``.
+            data: ``"characters"`` or ``"textile"``.
             overrides: fields to change, by name (see :meth:`updated`), e.g. ``epochs=1``, ``width=0.125``.
         """
-        if name == "cpu":
+        if name not in BASELINE_PRESETS:
+            raise ValueError(f"baseline preset must be one of {BASELINE_PRESETS}, not {name!r}")
+        if data not in SOURCES:
+            raise ValueError(f"data must be one of {SOURCES}, not {data!r}")
+        if data == "textile":
+            tex = DataConfig(source="textile", samples_per_epoch=575, test_size=575)
+            if name == "cpu":
+                run = cls(BaselineConfig(arch="vgg19_bn", width=0.125, input_pool=2), tex,
+                          TrainConfig(epochs=12, batch_size=16, optimizer="adam", lr=1e-3, schedule="onecycle",
+                                      reduction="mean", eval_every=4, eval_batch_size=32))
+            else:
+                run = cls(BaselineConfig(arch="vgg19", weights="imagenet"), tex,
+                          TrainConfig(epochs=50, batch_size=16, optimizer="sgd", lr=1e-3, momentum=0.9,
+                                      reduction="mean", eval_every=5, eval_batch_size=32))
+        elif name == "cpu":
             run = cls(BaselineConfig(arch="vgg19_bn", width=0.125),
                       DataConfig(samples_per_epoch=4_096, val_size=1_000),
                       TrainConfig(epochs=8, batch_size=32, optimizer="adam", lr=1e-3, schedule="onecycle",
                                   reduction="mean", eval_batch_size=100))
-        elif name == "full":
+        else:
             run = cls(BaselineConfig(arch="vgg19", weights="imagenet"), DataConfig(samples_per_epoch=100_000),
                       TrainConfig(epochs=3, batch_size=64, optimizer="sgd", lr=1e-3, momentum=0.9,
                                   reduction="mean", eval_batch_size=100))
-        else:
-            raise ValueError(f"baseline preset must be one of {BASELINE_PRESETS}, not {name!r}")
         return run.updated(**overrides) if overrides else run
 
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -156,6 +156,12 @@ class FolderSet:
     def __len__(self) -> int:
         return len(self.filenames)
 
+    def subset(self, positions: Sequence[int] | np.ndarray) -> FolderSet:
+        """The images at ``positions`` (views where numpy can, copies otherwise), with their truth."""
+        p = np.asarray(positions, dtype=np.int64)
+        return FolderSet(self.root, [self.filenames[i] for i in p], self.images[p], self.labels[p],
+                         self.boxes[p], None if self.masks is None else self.masks[p])
+
 
 def read_gray(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read one 8-bit gray image as ``(H, W)`` uint8.
@@ -272,3 +278,86 @@ def load_dagm(class_dir: str | os.PathLike, split: str = "Test", size: tuple[int
             boxes[i, 0] = box
     labels = np.asarray([it.label for it in items], np.uint8)
     return FolderSet(Path(class_dir), [it.filename for it in items], images, labels, boxes, masks)
+
+
+class FolderEpochs:
+    """Training data from a fixed set held in memory (a DAGM 2007 ``Train`` split, real or generated), for
+    :class:`~sacnn_lab.trainer.Trainer`: epoch ``e`` passes over every image once, in an order drawn from
+    ``(seed, e)``, each image flipped left-right and/or upside down by the same draws (a flip keeps a
+    defect a defect and a texture a texture). The same batches on every machine and on resume.
+
+    Args:
+        images: ``(N, H, W)`` uint8.
+        labels: ``(N,)`` 0/1.
+        batch_size: images per batch.
+        seed: seeds the order and the flips.
+        augment: draw the flips (``False``: the images as they are).
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int = 0,
+                 augment: bool = True):
+        if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels) or not len(images):
+            raise ValueError(f"expected (N, H, W) uint8 images with N labels, N >= 1; got {images.dtype} "
+                             f"{images.shape} and {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        self.images, self.labels = images, np.asarray(labels, np.int64)
+        self.batch_size, self.seed, self.augment = batch_size, int(seed), augment
+        self.steps_per_epoch = -(-len(images) // batch_size)
+
+    def loader(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        if epoch < 1:
+            raise ValueError(f"epochs count from 1, not {epoch}")
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.images), generator=g).numpy()
+        flips = torch.rand(len(self.images), 2, generator=g).numpy() < (0.5 if self.augment else 0.0)
+        for lo in range(0, len(order), self.batch_size):
+            idx = order[lo:lo + self.batch_size]
+            x = to_tensor_images(self.images[idx])
+            for axis, dim in ((0, 3), (1, 2)):
+                f = torch.from_numpy(flips[lo:lo + self.batch_size, axis])
+                if f.any():
+                    x[f] = x[f].flip(dim)
+            yield {"image": x, "label": torch.from_numpy(self.labels[idx]), "index": torch.from_numpy(idx)}
+
+
+def textile_folder(config: Any, progress: bool = True) -> Path:
+    """The DAGM 2007 class folder of a textile :class:`~sacnn_lab.config.DataConfig`: ``config.folder``
+    (the real DAGM 2007, or any set in its layout) when set, otherwise the generated set of
+    ``config.textile`` (``python -m data_gen textile --seed config.train_seed`` with
+    ``config.samples_per_epoch`` / ``config.test_size`` images), written once into the cache folder
+    (``$SACNN_CACHE_DIR``, else ``$XDG_CACHE_HOME`` or ``~/.cache``, then ``sacnn-lab/textile/``) and
+    reused afterwards.
+
+    Raises:
+        FileNotFoundError: ``config.folder`` is not a DAGM 2007 class folder.
+    """
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    from data_gen.folders import cache_root, is_dagm
+    from data_gen.textile import write_textile
+
+    if config.folder is not None:
+        folder = Path(config.folder)
+        if not is_dagm(folder):
+            raise FileNotFoundError(f"{folder} is not a DAGM 2007 class folder (it needs Train/ and Test/ "
+                                    f"inside, e.g. .../Class1)")
+        return folder
+    spec = {"textile": config.textile.to_dict(), "seed": config.train_seed,
+            "n_train": config.samples_per_epoch, "n_test": config.test_size}
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    root = cache_root() / "textile" / key
+    if not (root / "Class1" / "generator.json").is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{key}-"))
+        try:
+            write_textile(tmp, config.textile, n_train=spec["n_train"], n_test=spec["n_test"],
+                          seed=config.train_seed, progress=progress)
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(tmp, root)  # atomic: a half-written set is never reused
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root / "Class1"

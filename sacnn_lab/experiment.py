@@ -10,6 +10,7 @@ together; runs saved to and loaded from a folder.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from .baseline import VGGBaseline
 from .callbacks import (Checkpointer, Evaluator, NanGuard, ProbeRecorder, ProgressBar, TimeBudget,
                         evaluate_arrays, read_checkpoint)
 from .config import RunConfig
-from .data import GeneratedEpochs
+from .data import FolderEpochs, FolderSet, GeneratedEpochs, load_dagm, textile_folder
 from .history import History
 from .model import SACNN
 from .trainer import Callback, Trainer
@@ -74,20 +75,60 @@ def _generators(config: RunConfig) -> tuple[CharacterGenerator, CharacterGenerat
 
 
 def split(config: RunConfig, which: str, generator: CharacterGenerator | None = None,
-          n: int | None = None) -> CharacterBatch:
+          n: int | None = None) -> CharacterBatch | FolderSet:
     """A fixed evaluation split of the run's data: ``"val"``, ``"test"`` or ``"probe"``.
 
-    The test split uses its own seed (never seen in training); the probe batch is the first
-    ``probe_size`` test images, whose maps are recorded every epoch.
+    Characters: the test split uses its own seed (never seen in training); the probe batch is
+    ``probe_size`` test images, whose maps are recorded every epoch. Textile: the DAGM folder's ``Test``
+    split serves all three (DAGM has no validation split); the probe batch is ``probe_size`` of its images,
+    half of them defective.
+
+    Args:
+        config: the run.
+        which: ``"val"``, ``"test"`` or ``"probe"``.
+        generator: the character generator to draw with (shares its glyph cache); characters only.
+        n: the first ``n`` images instead of the whole split (the probe: its size).
     """
     d = config.data
-    gen = generator or _generators(config)[1]
     if which not in ("val", "test", "probe"):
         raise ValueError(f"split must be 'val', 'test' or 'probe', not {which!r}")
+    if d.source == "textile":
+        test = textile_split(config, "Test")
+        if which == "probe":
+            return test.subset(_textile_probe(test.labels, n or d.probe_size))
+        return test if n is None else test.subset(np.arange(min(n, len(test))))
+    gen = generator or _generators(config)[1]
     if which == "probe":
         return gen.generate(d.test_seed, _probe_indices(gen, d.test_seed, n or d.probe_size))
     seed, size = (d.val_seed, d.val_size) if which == "val" else (d.test_seed, d.test_size)
     return gen.generate(seed, np.arange(n or size), masks=False)
+
+
+def textile_split(config: RunConfig, which: str = "Test") -> FolderSet:
+    """The ``"Train"`` or ``"Test"`` split of a textile run's DAGM folder (generated and cached on first use
+    unless ``config.data.folder`` names one), with masks and boxes from ``config.data.truth``.
+
+    Raises:
+        ValueError: the run's data source is not ``"textile"``; a bad folder (file named).
+    """
+    d = config.data
+    if d.source != "textile":
+        raise ValueError(f"textile_split needs a textile run, not source={d.source!r}")
+    folder = textile_folder(d)
+    return _load_dagm_cached(str(folder.resolve()), which, d.truth, d.image_size if d.folder is None else None)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_dagm_cached(folder: str, which: str, truth: str, size: int | None) -> FolderSet:
+    # a textile run reads its Test split for validation, probe and test: read the PNGs once per process
+    return load_dagm(folder, which, size=None if size is None else (size, size), truth=truth)
+
+
+def _textile_probe(labels: np.ndarray, size: int) -> np.ndarray:
+    """Positions of a probe batch: about half defective images, the rest defect-free, in folder order."""
+    bad, good = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    k = min(len(bad), (size + 1) // 2)
+    return np.sort(np.concatenate([bad[:k], good[: size - k]]))
 
 
 def _probe_indices(gen: CharacterGenerator, seed: int, size: int) -> np.ndarray:
@@ -99,6 +140,18 @@ def _probe_indices(gen: CharacterGenerator, seed: int, size: int) -> np.ndarray:
     single = np.flatnonzero(n_boxes == 1)[: (size + 1) // 2 - len(multi)]
     free = np.flatnonzero(n_boxes == 0)[: size - len(multi) - len(single)]
     return np.sort(np.concatenate([multi, single, free]))
+
+
+def _training_data(config: RunConfig) -> tuple[GeneratedEpochs | FolderEpochs, Any, Any]:
+    """The run's training source, validation set and probe batch."""
+    t, d = config.train, config.data
+    if d.source == "textile":
+        train_set = textile_split(config, "Train")
+        return (FolderEpochs(train_set.images, train_set.labels, t.batch_size, seed=d.train_seed),
+                split(config, "val"), split(config, "probe"))
+    gen_train, gen_eval = _generators(config)
+    data = GeneratedEpochs(gen_train, d.train_seed, d.samples_per_epoch, t.batch_size, t.num_workers)
+    return data, split(config, "val", gen_eval), split(config, "probe", gen_eval)
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: bool = False,
@@ -119,8 +172,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
     Returns:
         The :class:`Run`, its model on the CPU in eval mode.
     """
-    gen_train, gen_eval = _generators(config)
-    val, probe = split(config, "val", gen_eval), split(config, "probe", gen_eval)
+    data, val, probe = _training_data(config)
     state, history = None, None
     if run_dir is not None:
         run_dir = Path(run_dir)
@@ -138,13 +190,12 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
         (run_dir / "config.json").write_text(json.dumps(_plain(config.to_dict()), indent=1))
     model = build_model(config, pretrained=state is None)  # a resumed run's weights come from its checkpoint
     t = config.train
-    data = GeneratedEpochs(gen_train, config.data.train_seed, config.data.samples_per_epoch, t.batch_size,
-                           t.num_workers)
     cbs: list[Callback] = [NanGuard()]
     if t.max_time is not None:
         cbs.append(TimeBudget(t.max_time))
     cbs += [ProbeRecorder(probe.images, probe.labels, probe.boxes),
-            Evaluator(val.images, val.labels, val.boxes, "val", batch_size=t.eval_batch_size)]
+            Evaluator(val.images, val.labels, val.boxes, "val", every=t.eval_every,
+                      batch_size=t.eval_batch_size, masks=_pointing_masks(val))]
     if run_dir is not None:
         cbs.append(Checkpointer(run_dir, _plain(config.to_dict())))
     if progress:
@@ -195,11 +246,18 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     return Run(config, model, History.load(run_dir), run_dir)
 
 
+def _pointing_masks(batch: Any) -> np.ndarray | None:
+    """The masks the pointing game scores against: a DAGM set's (its label ellipses, or true masks);
+    character sets point into their boxes."""
+    return batch.masks if isinstance(batch, FolderSet) else None
+
+
 def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: int = 250) -> dict[str, float]:
     """Test figures of ``model`` on a generated batch or a loaded labelled folder (anything with
     ``images`` (N, H, W) uint8, ``labels`` and ``boxes``): accuracy, precision, recall, f1, auroc and
-    the pointing game on defective images with known boxes."""
-    return evaluate_arrays(model, batch.images, batch.labels, batch.boxes, batch_size)
+    the pointing game on defective images with known boxes (a DAGM set: inside their masks)."""
+    return evaluate_arrays(model, batch.images, batch.labels, batch.boxes, batch_size,
+                           masks=_pointing_masks(batch))
 
 
 def load_or_train(config: RunConfig, run_dir: str | os.PathLike, progress: bool = True) -> Run:
@@ -211,19 +269,24 @@ def load_or_train(config: RunConfig, run_dir: str | os.PathLike, progress: bool 
 
 
 def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) -> CharacterBatch | Any:
-    """Evaluation images by name: a labelled folder, or ``characters[:SEED]`` (the run's test split, or
-    the same generator at another seed).
+    """Evaluation images by name: ``characters[:SEED]`` (the run's test split, or the same generator at
+    another seed), ``textile`` (a textile run's Test split; for a character run, the default generated
+    textile set's), a DAGM 2007 class folder (its Test split), or a labelled folder.
 
     Args:
-        spec: ``"characters"``, ``"characters:SEED"`` or the path of a labelled folder.
+        spec: ``"characters"``, ``"characters:SEED"``, ``"textile"``, or a folder path.
         config: the run whose test split (and image size) is meant.
-        n: images of a generated split (default: ``config.data.test_size``); ignored for folders.
+        n: the first ``n`` images (default: all of the split).
 
     Returns:
-        Anything with ``images`` ``(N, H, W)`` uint8, ``labels`` ``(N,)`` and ``boxes`` ``(N, K, 4)``.
+        Anything with ``images`` ``(N, H, W)`` uint8, ``labels`` ``(N,)`` and ``boxes`` ``(N, K, 4)``
+        (DAGM sets also ``masks``).
     """
     from dataclasses import replace
 
+    from data_gen.folders import is_dagm
+
+    from .config import DataConfig
     from .data import load_folder
 
     spec = os.fspath(spec)
@@ -233,6 +296,13 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
             if not seed.isdigit():
                 raise ValueError(f"expected characters:SEED with an integer seed, not {spec!r}")
             config = replace(config, data=replace(config.data, test_seed=int(seed)))
+        if config.data.source != "characters":
+            config = replace(config, data=DataConfig())
         return split(config, "test", n=n)
-    size = (config.data.characters.image_size,) * 2
+    if spec == "textile" or is_dagm(spec):
+        data = config.data if config.data.source == "textile" else DataConfig(source="textile", test_size=575)
+        if spec != "textile":
+            data = replace(data, folder=spec)
+        return split(replace(config, data=data), "test", n=n)
+    size = (config.data.characters.image_size,) * 2 if config.data.source == "characters" else None
     return load_folder(spec, size=size)

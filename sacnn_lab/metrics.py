@@ -90,12 +90,14 @@ def point_in_boxes(y: int, x: int, boxes: Boxes) -> bool:
     return any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in boxes)
 
 
-def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes]) -> np.ndarray:
-    """Pointing game: for each defective image, whether the maximum of its map lies in a true box.
+def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes], masks: np.ndarray | None = None) -> np.ndarray:
+    """Pointing game: for each defective image, whether the maximum of its map lies in the truth.
 
     Args:
         maps: ``(N, H, W)`` defect maps at input resolution.
         boxes: per image, its true boxes; images without boxes are skipped.
+        masks: ``(N, H, W)`` bool truth masks (e.g. DAGM's label ellipses), or ``None``. Where given,
+            an image with boxes scores a hit when its mask is true at the map's maximum.
 
     Returns:
         ``(M,)`` bool hits, one per image that has boxes (the score is their mean).
@@ -104,12 +106,15 @@ def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes]) -> np.ndarray:
     if maps.ndim != 3 or len(maps) != len(boxes):
         raise ValueError(f"maps must be (N, H, W) with one entry of boxes per map, got {maps.shape} "
                          f"and {len(boxes)} box lists")
+    if masks is not None and np.shape(masks) != maps.shape:
+        raise ValueError(f"masks must have the maps' shape {maps.shape}, not {np.shape(masks)}")
     hits = []
     W = maps.shape[2]
     flat = maps.reshape(len(maps), -1).argmax(1)
     for i, b in enumerate(boxes):
         if len(b):
-            hits.append(point_in_boxes(int(flat[i] // W), int(flat[i] % W), b))
+            y, x = int(flat[i] // W), int(flat[i] % W)
+            hits.append(bool(masks[i][y, x]) if masks is not None else point_in_boxes(y, x, b))
     return np.asarray(hits, bool)
 
 

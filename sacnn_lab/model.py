@@ -18,6 +18,7 @@ import os
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .config import ModelConfig
 
@@ -143,7 +144,10 @@ class SACNN(nn.Module):
             raise ValueError(
                 f"expected images (B, {self.config.in_channels}, H, W), got shape {tuple(x.shape)}"
             )
-        return self.head(self.extractor((x - 0.5) / 0.5))
+        x = (x - 0.5) / 0.5
+        if self.config.input_pool > 1:
+            x = F.avg_pool2d(x, self.config.input_pool)
+        return self.head(self.extractor(x))
 
     def feature_size(self, height: int, width: int) -> tuple[int, int]:
         """Size ``(s, t)`` of the logits for an ``height × width`` input.
@@ -151,15 +155,16 @@ class SACNN(nn.Module):
         Raises:
             ValueError: the input is too small to survive the poolings.
         """
+        q = self.config.input_pool
         if self.config.backbone is None:
-            s, t = height, width
+            s, t = height // q, width // q
             for _ in self.config.channels:
                 s, t = s // 2, t // 2
         else:
             p = next(self.parameters())
             with torch.no_grad():
                 try:
-                    out = self.extractor(torch.zeros(1, self.config.in_channels, height, width,
+                    out = self.extractor(torch.zeros(1, self.config.in_channels, height // q, width // q,
                                                      dtype=p.dtype, device=p.device))
                 except RuntimeError as e:
                     raise ValueError(f"input {height}×{width} is too small for this backbone: {e}") from e
@@ -340,7 +345,10 @@ def receptive_field(
     layers = [(k, 1, k // 2), (d * (k - 1) + 1, 1, d * (k // 2)), (2, 2, 0)]
     strided = [(k, 2, k // 2), (d * (k - 1) + 1, 1, d * (k // 2))]  # first_stride=2: no pooling
     size = _as_size(input_size)
-    rf, jump, start = 1, 1, 0.5
+    q = config.input_pool  # an average pooling of q×q, stride q, before the first block
+    rf, jump, start = q, q, q / 2
+    if size is not None:
+        size = tuple(n // q for n in size)  # type: ignore[assignment]
     out = []
     for b in range(config.num_blocks):
         for k_eff, stride, pad in (strided if b == 0 and config.first_stride == 2 else layers):

@@ -232,9 +232,11 @@ def metric_curve(history, keys: Sequence[str] = ("val_accuracy", "val_pointing_g
     """Per-epoch figures of a history (e.g. the pointing game per epoch) as curves."""
     fig = Figure(figsize=(5.5, 3.2), layout="constrained")
     ax = fig.subplots()
-    epochs = [r["epoch"] for r in history.epochs]
+    epochs = np.asarray([r["epoch"] for r in history.epochs])
     for k in keys:
-        ax.plot(epochs, history.series(k), "o-", label=k.replace("_", " "))
+        v = history.series(k)
+        ok = np.isfinite(v)  # figures measured every few epochs: join the measured points
+        ax.plot(epochs[ok], v[ok], "o-", label=k.replace("_", " "))
     ax.set(xlabel="epoch", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -278,8 +280,9 @@ def training_curves(history, window: int = 20, path: str | os.PathLike | None = 
     ax2.plot(x[len(x) - len(prec):], prec, color="C1", lw=1.6, label=f"training, {window}-step window")
     ends = [r["steps"] for r in history.epochs]
     vp = history.series("val_precision")
-    if np.isfinite(vp).any():
-        ax2.plot(ends, vp, "o-", color="C2", label="validation, per epoch")
+    ok = np.isfinite(vp)
+    if ok.any():
+        ax2.plot(np.asarray(ends)[ok], vp[ok], "o-", color="C2", label="validation, per epoch")
     ax2.set(xlabel="step", ylabel="precision", title="(b) precision", ylim=(0, 1.02))
     ax2.legend(fontsize=8)
     for ax in (ax1, ax2):
@@ -378,6 +381,60 @@ def compare_maps(images: np.ndarray, maps: dict[str, np.ndarray], boxes: Sequenc
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def detections(images: np.ndarray, maps: np.ndarray | None = None, masks: np.ndarray | None = None,
+               scores: Sequence[float] | None = None, method: str = "otsu", threshold: float = 0.5,
+               cols: int = 3, cell: float = 3.6, title: str | None = None,
+               path: str | os.PathLike | None = None) -> Figure:
+    """The paper's Figure 10: enlarged detection results. Each image with its defect map, the true region's
+    outline (DAGM's ellipse, or any mask) in white, and the boxes :func:`~sacnn_lab.inference.localise`
+    finds in red, each with its score.
+
+    Boxes are drawn only where the image score says "defective" (``scores >= 0.5``, or always without
+    scores): Otsu splits any map, also a defect-free one.
+
+    Args:
+        images: ``(N, H, W)`` uint8.
+        maps: ``(N, H, W)`` defect probability maps at input resolution; ``None``: the images alone, with
+            their truth outlined.
+        masks: ``(N, H, W)`` bool truth, outlined; or ``None``.
+        scores: ``(N,)`` image probabilities, shown in each title.
+        method / threshold: how :func:`~sacnn_lab.inference.localise` binarises (``"threshold"``,
+            ``"otsu"``).
+        cols: images per row.
+        cell: inches per image.
+        title: figure title.
+        path: also save the figure there.
+    """
+    from .inference import localise
+
+    images = np.asarray(images)
+    if images.ndim != 3 or (maps is not None and images.shape != np.shape(maps)):
+        raise ValueError(f"images and maps must both be (N, H, W), got {images.shape} and {np.shape(maps)}")
+    if masks is not None and np.shape(masks) != images.shape:
+        raise ValueError(f"masks must have the images' shape {images.shape}, not {np.shape(masks)}")
+    fig, axes = _grid(len(images), cols, cell)
+    for i in range(len(images)):
+        ax = axes[i]
+        if maps is None:
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=255, interpolation="bilinear")
+        else:
+            ax.imshow(overlay(images[i], maps[i], alpha=0.35), interpolation="bilinear")
+        if masks is not None and masks[i].any():
+            ax.contour(masks[i].astype(np.float32), levels=[0.5], colors="white", linewidths=1.2)
+        found = maps is not None and (scores is None or float(scores[i]) >= 0.5)
+        for box in (localise(maps[i], method, threshold) if found else [])[:3]:
+            x0, y0, x1, y1 = box.x0, box.y0, box.x1, box.y1
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=BOX_COLOUR, lw=1.5))
+            ax.text(x0, y0 - 4, f"{box.score:.2f}", color=BOX_COLOUR, fontsize=7, va="bottom")
+        if scores is not None:
+            ax.set_title(f"p={float(scores[i]):.2f}", fontsize=9)
     if title:
         fig.suptitle(title)
     if path is not None:
