@@ -376,7 +376,9 @@ class TrainConfig:
         num_workers: DataLoader worker processes (0 = generate in the training process).
         seed: seeds the model's initialisation.
         max_time: stop after this many seconds of training (the epoch in progress is cut short and
-            recorded); ``None`` = no limit.
+            recorded); ``None`` = no limit. A one-cycle or cosine schedule then follows the share of the
+            budget spent when that is ahead of the share of steps done, so a run cut by its budget has
+            still annealed.
         eval_batch_size: batch size for evaluation and probe maps.
         eval_every: evaluate the held-out set every this many epochs (and after the last); probe maps
             are recorded every epoch regardless.

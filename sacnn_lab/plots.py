@@ -227,17 +227,29 @@ def knob_sheet(config, knob: str, values: Sequence, n: int = 6, seed: int = 0,
     return fig
 
 
-def metric_curve(history, keys: Sequence[str] = ("val_accuracy", "val_pointing_game"),
-                 path: str | os.PathLike | None = None) -> Figure:
-    """Per-epoch figures of a history (e.g. the pointing game per epoch) as curves."""
+def metric_curve(history, keys: Sequence[str] = ("val_accuracy", "val_pointing_game"), x: str = "epoch",
+                 labels: Sequence[str] | None = None, path: str | os.PathLike | None = None) -> Figure:
+    """Per-epoch figures of a history (e.g. the pointing game per epoch) as curves.
+
+    Args:
+        history: a :class:`~sacnn_lab.history.History`.
+        keys: the figures to draw (epochs where one was not measured are skipped).
+        x: ``"epoch"``, or ``"train_time"`` for the curve against seconds of training.
+        labels: the legend's name of each key (default: the key, e.g. "val accuracy").
+        path: also save the figure there.
+    """
+    if labels is not None and len(labels) != len(keys):
+        raise ValueError(f"give one label per key: {len(labels)} labels for {len(keys)} keys")
+    if x not in ("epoch", "train_time"):
+        raise ValueError(f"x must be 'epoch' or 'train_time', not {x!r}")
     fig = Figure(figsize=(5.5, 3.2), layout="constrained")
     ax = fig.subplots()
-    epochs = np.asarray([r["epoch"] for r in history.epochs])
-    for k in keys:
+    xs = history.series(x)
+    for i, k in enumerate(keys):
         v = history.series(k)
         ok = np.isfinite(v)  # figures measured every few epochs: join the measured points
-        ax.plot(epochs[ok], v[ok], "o-", label=k.replace("_", " "))
-    ax.set(xlabel="epoch", ylim=(0, 1.02))
+        ax.plot(xs[ok], v[ok], "o-", label=labels[i] if labels else k.replace("_", " "))
+    ax.set(xlabel="epoch" if x == "epoch" else "seconds of training", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if path is not None:

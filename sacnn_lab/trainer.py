@@ -88,8 +88,10 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: i
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(2, total_steps),
                                                    pct_start=cfg.warmup)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+    if cfg.schedule == "cosine":  # closed form in the step, so that a time budget may move it on
+        t_max = max(1, total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, t_max) / t_max)))
     return None
 
 
@@ -182,8 +184,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.scheduler is not None and self.step < self.total_steps - 1:
-            self.scheduler.step()
+        self._advance_schedule()
         self.step += 1
         with torch.no_grad():  # defective when any defect type's score (SACNN: winning pixel) passes 0.5
             pred = self.image_scores(logits.detach().float()) >= 0.5
@@ -191,6 +192,24 @@ class Trainer:
         return {"epoch": self.epoch + 1, "step": self.step, "loss": float(loss.detach()),
                 "batch_size": int(y.shape[0]), "tp": int((pred & pos).sum()), "fp": int((pred & ~pos).sum()),
                 "tn": int((~pred & ~pos).sum()), "fn": int((~pred & pos).sum())}
+
+    def schedule_position(self) -> int:
+        """Where the learning-rate schedule stands after the current step, in steps.
+
+        The step count, or — with a time budget (``config.max_time``) — the share of the budget spent, if that
+        is further along: a run cut by its budget has still warmed up and annealed, instead of stopping at a
+        high learning rate.
+        """
+        pos = self.step + 1
+        if self.config.max_time:
+            pos = max(pos, math.ceil(self.total_steps * self.train_time / self.config.max_time))
+        return min(pos, self.total_steps - 1)
+
+    def _advance_schedule(self) -> None:
+        if self.scheduler is None or self.step >= self.total_steps - 1:
+            return
+        self.scheduler.last_epoch = self.schedule_position() - 1  # step() moves it on by one
+        self.scheduler.step()
 
     def fit(self) -> History:
         """Train until ``config.epochs`` are done (or a callback stops the run); returns the history."""

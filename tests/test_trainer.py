@@ -201,3 +201,35 @@ def test_run_config_round_trip():
     assert cfg.data.samples_per_epoch == 100_000 and cfg.model.norm == "none" and cfg.model.num_blocks == 3
     fast = RunConfig.preset("fast", epochs=1)
     assert fast.train.epochs == 1 and replace(fast.train, lr=1.0).lr == 1.0
+
+
+class _Batches:
+    """A fixed batch, ``steps`` times per epoch."""
+
+    def __init__(self, steps: int):
+        self.steps_per_epoch = steps
+
+    def loader(self, epoch):
+        g = torch.Generator().manual_seed(epoch)
+        for _ in range(self.steps_per_epoch):
+            yield {"image": torch.rand(4, 1, 16, 16, generator=g), "label": torch.tensor([0, 1, 0, 1])}
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_a_time_budget_moves_the_schedule_on_so_it_still_anneals(schedule):
+    from sacnn_lab.model import SACNN
+
+    cfg = TrainConfig(epochs=1, batch_size=4, optimizer="adam", lr=1e-2, schedule=schedule, max_time=100.0)
+    free = Trainer(SACNN(ModelConfig(channels=(4,))), replace(cfg, max_time=None), _Batches(10))
+    timed = Trainer(SACNN(ModelConfig(channels=(4,))), cfg, _Batches(10))
+    batch = next(iter(_Batches(1).loader(1)))
+    free.train_step(batch)
+    timed.train_time = 90.0  # 90 % of the budget spent at the first step
+    timed.train_step(batch)
+    assert timed.schedule_position() == 9 and free.schedule_position() == 2
+    lr_timed, lr_free = timed.optimizer.param_groups[0]["lr"], free.optimizer.param_groups[0]["lr"]
+    assert lr_timed < 0.1 * cfg.lr < lr_free  # annealed, where the step count alone is still warming up
+    reference = Trainer(SACNN(ModelConfig(channels=(4,))), replace(cfg, max_time=None), _Batches(10))
+    for _ in range(9):  # the same rate as an untimed schedule after 9 steps
+        reference.train_step(batch)
+    assert lr_timed == pytest.approx(reference.optimizer.param_groups[0]["lr"])

@@ -1,14 +1,19 @@
-"""SACNN against the Grad-CAM / VGG19 baseline on the character set: localisation, accuracy, map cost.
+"""SACNN against the Grad-CAM / VGG19 baseline on the character (or textile) set: localisation, accuracy,
+map cost.
 
-    python benchmarks/compare_characters.py                       # trains both into runs/bench-*, ~20 min
-    python benchmarks/compare_characters.py --sacnn runs/fast --baseline runs/vgg   # reuse trained runs
-    python benchmarks/compare_characters.py --n 500               # a quicker, smaller test split
+    python benchmarks/compare_gradcam.py                       # trains both into runs/bench-*, ~20 min
+    python benchmarks/compare_gradcam.py --sacnn runs/fast --baseline runs/vgg   # reuse trained runs
+    python benchmarks/compare_gradcam.py --n 500               # a quicker, smaller test split
+    python benchmarks/compare_gradcam.py --data textile --sacnn runs/bench-textile \
+        --baseline runs/bench-textile-vgg                         # the paper's Figure 11 set (DAGM layout)
 
 Trains (or loads, when the run folder already holds a finished run) SACNN's ``fast`` preset and the
 baseline's ``cpu`` preset ("VGG19-BN-style, reduced"), then, on the test split of an unseen seed (2,000
 balanced images by default), prints both methods' accuracy and localisation figures side by side, and the
 cost of a map per image for each, measured in the same run. A third column takes the baseline's Grad-CAM
-one layer earlier (``--layer``), where its map is twice as fine. The paper's expectation: SACNN's maps are
+one layer earlier (``--layer``), where its map is twice as fine. With ``--data textile`` both train their
+textile presets on the generated DAGM-like set (``--folder``: the real DAGM 2007 class folder), and the
+localisation truth is the label ellipse of each defective test image. The paper's expectation: SACNN's maps are
 more compact at equal or better accuracy. This prints what it measures, whichever way it goes.
 """
 
@@ -55,7 +60,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sacnn", default="runs/bench-sacnn-fast", help="SACNN run folder (trained if empty)")
     p.add_argument("--baseline", default="runs/bench-vgg-cpu", help="baseline run folder (trained if empty)")
-    p.add_argument("--n", type=int, default=2000, help="test images (unseen seed, balanced)")
+    p.add_argument("--data", choices=["characters", "textile"], default="characters")
+    p.add_argument("--folder", default=None, help="textile: a DAGM 2007 class folder instead of the generated set")
+    p.add_argument("--n", type=int, default=None,
+                   help="test images (characters: unseen seed, balanced, default 2,000; textile: the Test split)")
     p.add_argument("--batch-size", type=int, default=50, help="images per pass for both methods")
     p.add_argument("--figure", default=None, help="also save the Figure 11 reproduction there (PNG)")
     p.add_argument("--layer", default="features.51",
@@ -66,12 +74,16 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    sacnn = trained(RunConfig.preset("fast"), Path(args.sacnn), "SACNN (fast preset)")
-    base = trained(RunConfig.baseline("cpu"), Path(args.baseline), f"{RunConfig.baseline('cpu').model.name}")
+    extra = {"folder": args.folder} if args.folder else {}
+    base_cfg = RunConfig.baseline("cpu", data=args.data, **extra)
+    sacnn = trained(RunConfig.preset("fast", data=args.data, **extra), Path(args.sacnn), "SACNN (fast preset)")
+    base = trained(base_cfg, Path(args.baseline), base_cfg.model.name)
     test = split(sacnn.config, "test", n=args.n)
+    masks = getattr(test, "masks", None) if args.data == "textile" else None
     t = time.perf_counter()
     c = compare(sacnn, base, test, batch_size=args.batch_size)
-    print(f"\ncompared on {len(test)} test images (seed {sacnn.config.data.test_seed}, "
+    where = f"seed {sacnn.config.data.test_seed}" if args.data == "characters" else "the Test split"
+    print(f"\ncompared on {len(test)} test images ({where}, "
           f"{int(test.labels.sum())} defective) in {time.perf_counter() - t:.0f} s\n")
     summary, costs = c.summary, c.costs
     if args.layer:  # the same trained baseline, its CAM taken one layer earlier (8×8 instead of 4×4 at 136 px)
@@ -79,7 +91,8 @@ def main() -> None:
         alt.config = replace(alt.config, target_layer=args.layer)
         name = f"@{args.layer}"
         cost, pred = map_cost(alt, test.images, batch_size=args.batch_size)
-        table = localisation_table(pred.score.numpy(), test.labels, pred.map.numpy(), test.boxes, method=name)
+        table = localisation_table(pred.score.numpy(), test.labels, pred.map.numpy(), test.boxes, masks=masks,
+                                   method=name)
         summary = pd.concat([summary, summarise(table)])
         costs = pd.concat([costs, pd.DataFrame.from_dict({name: cost}, orient="index")])
     names = list(summary.index)
