@@ -13,7 +13,6 @@ noise from a Philox generator keyed by the same pair.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -100,23 +99,16 @@ class TextileSample:
 
 def _zoom(a: np.ndarray, size: int) -> np.ndarray:
     """Smooth upsampling of a small 2-D array to ``(size, size)``: separable interpolation with smoothstep
-    weights (no kinks at the cell borders), as two small matrix products ``Wy @ a @ Wx.T``."""
-    return (_zoom_weights(a.shape[0], size) @ a.astype(np.float32) @ _zoom_weights(a.shape[1], size).T)
+    weights (no kinks at the cell borders), rows first, numpy only."""
+    def axis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.linspace(0, n - 1, size, dtype=np.float32)
+        i0 = np.minimum(pos.astype(np.int32), max(n - 2, 0))
+        f = np.clip(pos - i0, 0, 1)
+        return i0, np.minimum(i0 + 1, n - 1), f * f * (3 - 2 * f)
 
-
-@functools.lru_cache(maxsize=64)
-def _zoom_weights(n: int, size: int) -> np.ndarray:
-    """``(size, n)`` interpolation matrix: each output position mixes its two neighbouring cells."""
-    pos = np.linspace(0, n - 1, size, dtype=np.float32)
-    i0 = np.minimum(pos.astype(np.int32), max(n - 2, 0))
-    f = np.clip(pos - i0, 0, 1)
-    f = f * f * (3 - 2 * f)
-    w = np.zeros((size, n), np.float32)
-    rows = np.arange(size)
-    np.add.at(w, (rows, i0), 1 - f)
-    np.add.at(w, (rows, np.minimum(i0 + 1, n - 1)), f)
-    w.flags.writeable = False
-    return w
+    (y0, y1, fy), (x0, x1, fx) = axis(a.shape[0]), axis(a.shape[1])
+    rows = a[:, x0] * (1 - fx) + a[:, x1] * fx  # (h, size)
+    return (rows[y0] * (1 - fy)[:, None] + rows[y1] * fy[:, None]).astype(np.float32)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
