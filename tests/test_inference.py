@@ -55,6 +55,23 @@ def test_predict_one_forward_per_batch(model: SACNN, images: np.ndarray) -> None
     assert not pred.map.is_inference()  # callers may edit the maps in place
 
 
+def test_on_cpu_forward_passes_stay_small_and_give_the_same_result(model: SACNN) -> None:
+    from sacnn_lab.inference import CPU_PIXELS_PER_PASS
+
+    many = np.random.default_rng(1).integers(0, 256, size=(40, 136, 136), dtype=np.uint8)
+    sizes = []
+    handle = model.register_forward_hook(lambda m, i, o: sizes.append(o.shape[0]))
+    try:
+        big = predict(model, many, batch_size=256)
+    finally:
+        handle.remove()
+    cap = CPU_PIXELS_PER_PASS // (136 * 136)
+    assert sizes == [cap, 40 - cap] and 1 < cap < 40
+    one_by_one = predict(model, many, batch_size=1)
+    assert torch.allclose(big.map, one_by_one.map, atol=1e-6)
+    assert torch.allclose(big.score, one_by_one.score, atol=1e-6)
+
+
 def test_predict_is_consistent_with_the_logits(model: SACNN, images: np.ndarray) -> None:
     pred = predict(model, images)
     x = torch.from_numpy(images).float()[:, None] / 255
