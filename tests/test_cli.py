@@ -86,3 +86,13 @@ def test_train_refuses_to_overwrite_and_resumes(run_dir, capsys):
     assert main(["train", "--out", str(run_dir), "--resume", *TINY]) == 0  # already done: nothing to add
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
+
+
+def test_demo_the_readme_main_job_trains_evaluates_and_draws(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--max-time", "2", "--out", str(out), "--quiet"]) == 0  # a 2-second budget
+    text = capsys.readouterr().out
+    assert "evaluating on 2000 test images" in text and "pointing game" in text
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1 and (out / "defect_maps.png").stat().st_size > 10_000
+    assert main(["demo", "--max-time", "2", "--out", str(out), "--quiet"]) == 0  # a second demo replaces the first
