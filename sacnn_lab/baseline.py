@@ -203,8 +203,10 @@ class VGGBaseline(nn.Module):
         """
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected images (B, {self.config.in_channels}, H, W), got shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < 32:
-            raise ValueError(f"VGG19 pools five times: images must be at least 32×32, got {tuple(x.shape[-2:])}")
+        side = 32 * self.config.input_pool  # five poolings, after the input's own
+        if min(x.shape[-2:]) < side:
+            raise ValueError(f"VGG19 pools five times{' after input_pool' if side > 32 else ''}: images must be "
+                             f"at least {side}×{side}, got {tuple(x.shape[-2:])}")
         if self.config.input_pool > 1:
             x = F.avg_pool2d(x, self.config.input_pool)
         x = self.features((x - _GRAY_MEAN) / _GRAY_STD)

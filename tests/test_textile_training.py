@@ -125,9 +125,15 @@ def test_a_real_dagm_folder_is_one_parameter(cache, tmp_path):
 
 
 def test_baseline_textile_preset_pools_its_input_and_says_so():
+    from sacnn_lab.baseline import VGGBaseline
+
     cfg = RunConfig.baseline("cpu", data="textile")
     assert cfg.model.input_pool == 2 and "input /2" in cfg.model.name
     assert cfg.data.source == "textile"
+    net = VGGBaseline(cfg.model)
+    assert net(torch.rand(1, 1, 64, 64)).shape == (1, 2)
+    with pytest.raises(ValueError, match="at least 64×64"):
+        net(torch.rand(1, 1, 48, 48))
 
 
 def test_cli_trains_on_textile_and_rejects_unknown_data(cache, tmp_path, capsys):
