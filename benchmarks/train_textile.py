@@ -16,7 +16,6 @@ training on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import ast
 import math
 import os
 import tempfile
@@ -30,14 +29,8 @@ from sacnn_lab.config import RunConfig
 from sacnn_lab.data import textile_folder
 from sacnn_lab.experiment import evaluate, load_run, split, train
 from sacnn_lab.trainer import resolve_device
+from preset_ablation import parse
 from train_characters import inference_speed
-
-
-def _value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def main() -> None:
@@ -52,9 +45,8 @@ def main() -> None:
     dev = resolve_device(args.device)
     print(f"device: {dev}; torch {torch.__version__}; {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads")
 
-    overrides = dict(kv.split("=", 1) for kv in args.overrides)
     cfg = RunConfig.preset("fast", data="textile", max_time=args.budget, device=args.device,
-                           **{k: _value(v) for k, v in overrides.items()})
+                           **parse(args.overrides))
     if args.folder:
         cfg = cfg.updated(folder=args.folder)
     else:

@@ -441,10 +441,10 @@ def detections(images: np.ndarray, maps: np.ndarray | None = None, masks: np.nda
         if masks is not None and masks[i].any():
             ax.contour(masks[i].astype(np.float32), levels=[0.5], colors="white", linewidths=1.2)
         found = maps is not None and (scores is None or float(scores[i]) >= 0.5)
-        for box in (localise(maps[i], method, threshold) if found else [])[:3]:
-            x0, y0, x1, y1 = box.x0, box.y0, box.x1, box.y1
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=BOX_COLOUR, lw=1.5))
-            ax.text(x0, y0 - 4, f"{box.score:.2f}", color=BOX_COLOUR, fontsize=7, va="bottom")
+        boxes = (localise(maps[i], method, threshold) if found else [])[:3]
+        draw_boxes(ax, [(b.x0, b.y0, b.x1, b.y1) for b in boxes], lw=1.5)
+        for b in boxes:
+            ax.text(b.x0, b.y0 - 4, f"{b.score:.2f}", color=BOX_COLOUR, fontsize=7, va="bottom")
         if scores is not None:
             ax.set_title(f"p={float(scores[i]):.2f}", fontsize=9)
     if title:
