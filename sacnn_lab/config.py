@@ -337,6 +337,12 @@ class DataConfig:
         if len({self.train_seed, self.val_seed, self.test_seed}) < 3:
             raise ValueError("train_seed, val_seed and test_seed must differ (they define disjoint splits)")
 
+    @classmethod
+    def dagm(cls, **overrides: Any) -> DataConfig:
+        """The textile source at DAGM 2007's sizes: 575 Train and 575 Test images (the generated set, or
+        the real one with ``folder=...``)."""
+        return cls(**{"source": "textile", "samples_per_epoch": 575, "test_size": 575, **overrides})
+
     @property
     def image_size(self) -> int:
         """Side of the images the source makes (a DAGM folder's are checked when it is read)."""
@@ -498,7 +504,7 @@ class RunConfig:
     @classmethod
     def _textile(cls, name: str) -> RunConfig:
         # DAGM 2007's sizes: 575 Train and 575 Test images, about 5 defect-free per defective one
-        data = DataConfig(source="textile", samples_per_epoch=575, test_size=575)
+        data = DataConfig.dagm()
         if name == "paper":
             return cls(ModelConfig.textile(), data,
                        TrainConfig(epochs=1760, batch_size=16, optimizer="sgd", lr=0.01, reduction="sum",
@@ -568,7 +574,7 @@ class RunConfig:
         if data not in SOURCES:
             raise ValueError(f"data must be one of {SOURCES}, not {data!r}")
         if data == "textile":
-            tex = DataConfig(source="textile", samples_per_epoch=575, test_size=575)
+            tex = DataConfig.dagm()
             if name == "cpu":
                 run = cls(BaselineConfig(arch="vgg19_bn", width=0.125, input_pool=2), tex,
                           TrainConfig(epochs=12, batch_size=16, optimizer="adam", lr=1e-3, schedule="onecycle",

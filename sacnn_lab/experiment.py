@@ -300,7 +300,7 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
             config = replace(config, data=DataConfig())
         return split(config, "test", n=n)
     if spec == "textile" or is_dagm(spec):
-        data = config.data if config.data.source == "textile" else DataConfig(source="textile", test_size=575)
+        data = config.data if config.data.source == "textile" else DataConfig.dagm()
         if spec != "textile":
             data = replace(data, folder=spec)
         return split(replace(config, data=data), "test", n=n)
