@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--family", choices=["woven", "noisy", "oriented", "knit", "mixed"])
     t.add_argument("--size", type=int, help="image side in px (default 512)")
     t.add_argument("--class-name", default="Class1")
-    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--workers", type=int, help="processes (default: one per CPU core)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=_textile)
     return p

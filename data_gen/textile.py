@@ -265,6 +265,23 @@ def split_seed(seed: int, split: str) -> int:
     return 2 * int(seed) + SPLITS.index(split)
 
 
+def _keep_freed_memory() -> None:
+    """Pool initializer: let glibc keep freed large arrays for reuse instead of unmapping them.
+
+    A 512×512 sample makes some forty temporary 1 MB arrays; by default each comes from a fresh
+    ``mmap`` whose pages the kernel must fault in and zero again, which cost more than the arithmetic
+    (a woven sample: 50 ms → 20 ms). The output is unchanged. A no-op off glibc (macOS, Windows, musl).
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+        mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD: arrays below 256 MB come from the heap
+        mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD: keep up to 512 MB of freed heap
+    except (OSError, AttributeError):
+        pass
+
+
 def _write_range(args: tuple) -> list[tuple[int, int, str]]:
     """Worker: generate samples ``start … stop-1`` of one split and write image, weak label and true mask."""
     from PIL import Image
@@ -276,7 +293,8 @@ def _write_range(args: tuple) -> list[tuple[int, int, str]]:
     for k in range(start, stop):
         s = gen.sample(seed, k)
         name = dagm_name(k + 1)
-        Image.fromarray(s.image).save(folder / name, compress_level=1)
+        # stored: zlib saves only a quarter of a noisy texture's bytes and would double the time per image
+        Image.fromarray(s.image).save(folder / name, compress_level=0)
         if s.label:
             stem = name[:-4]
             Image.fromarray(s.ellipse.astype(np.uint8) * 255).save(folder / "Label" / f"{stem}_label.PNG",
@@ -288,7 +306,7 @@ def _write_range(args: tuple) -> list[tuple[int, int, str]]:
 
 
 def write_textile(out: str | os.PathLike, config: TextileConfig | None = None, n_train: int = 575,
-                  n_test: int = 575, seed: int = 0, class_name: str = "Class1", workers: int = 2,
+                  n_test: int = 575, seed: int = 0, class_name: str = "Class1", workers: int | None = None,
                   progress: bool = True) -> Path:
     """Write a generated textile set in the DAGM 2007 layout::
 
@@ -304,7 +322,7 @@ def write_textile(out: str | os.PathLike, config: TextileConfig | None = None, n
         n_train / n_test: images per split (DAGM: 575 / 575).
         seed: the set's seed (Train and Test use :func:`split_seed`).
         class_name: the class folder's name.
-        workers: processes generating in parallel.
+        workers: processes generating in parallel (default: one per CPU core).
         progress: a progress bar.
 
     Returns:
@@ -317,28 +335,26 @@ def write_textile(out: str | os.PathLike, config: TextileConfig | None = None, n
     config = config or TextileConfig()
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be at least 1, not {n_train} and {n_test}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    workers = workers or os.cpu_count() or 1
     root = Path(out) / class_name
     chunk = 25
-    with tqdm(total=n_train + n_test, desc="writing textile images", unit="img", disable=not progress) as bar:
-        for split, n in zip(SPLITS, (n_train, n_test)):
-            folder = root / split
-            for sub in ("Label", "Mask"):
-                (folder / sub).mkdir(parents=True, exist_ok=True)
-            jobs = [(config, split_seed(seed, split), a, min(a + chunk, n), str(folder)) for a in range(0, n, chunk)]
-            rows: list[tuple[int, int, str]] = []
-            if workers > 1:
-                with ProcessPoolExecutor(workers) as pool:
-                    for res in pool.map(_write_range, jobs):
-                        rows += res
-                        bar.update(len(res))
-            else:
-                for job in jobs:
-                    res = _write_range(job)
-                    rows += res
-                    bar.update(len(res))
-            lines = ["1"] + [f"{k + 1}\t{lab}\t{dagm_name(k + 1)}\t0\t"
-                             + (f"{dagm_name(k + 1)[:-4]}_label.PNG" if lab else "0") for k, lab, _ in sorted(rows)]
-            (folder / "Label" / "Labels.txt").write_text("\n".join(lines) + "\n")
+    jobs = []
+    for split, n in zip(SPLITS, (n_train, n_test)):
+        for sub in ("Label", "Mask"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        jobs += [(config, split_seed(seed, split), a, min(a + chunk, n), str(root / split)) for a in range(0, n, chunk)]
+    rows: dict[str, list[tuple[int, int, str]]] = {split: [] for split in SPLITS}
+    with tqdm(total=n_train + n_test, desc="writing textile images", unit="img", disable=not progress) as bar, \
+            ProcessPoolExecutor(min(workers, len(jobs)), initializer=_keep_freed_memory) as pool:
+        for job, res in zip(jobs, pool.map(_write_range, jobs)):
+            rows[Path(job[-1]).name] += res
+            bar.update(len(res))
+    for split in SPLITS:
+        lines = ["1"] + [f"{k + 1}\t{lab}\t{dagm_name(k + 1)}\t0\t"
+                         + (f"{dagm_name(k + 1)[:-4]}_label.PNG" if lab else "0") for k, lab, _ in sorted(rows[split])]
+        (root / split / "Label" / "Labels.txt").write_text("\n".join(lines) + "\n")
     (root / "generator.json").write_text(json.dumps({"generator": "textile", "seed": seed, "n_train": n_train,
                                                      "n_test": n_test, "config": config.to_dict()}, indent=1))
     return root

@@ -7,7 +7,7 @@ import pytest
 
 from data_gen.__main__ import main
 from data_gen.folders import LabelFileError, read_dagm
-from data_gen.textile import DEFECTS, FAMILIES, TextileConfig, TextileGenerator
+from data_gen.textile import DEFECTS, FAMILIES, TextileConfig, TextileGenerator, split_seed, write_textile
 from sacnn_lab.data import load_dagm
 
 SMALL = dict(image_size=128, defect_size=(16, 48))
@@ -68,6 +68,18 @@ def test_cli_writes_a_dagm_layout_that_the_reader_loads(tmp_path):
         assert data.masks[i, y0:y1, x0:x1].sum() == data.masks[i].sum() > 0
     weak = load_dagm(root, "Train", truth="ellipse")
     assert (weak.masks.sum() >= data.masks.sum())
+
+
+def test_written_set_equals_the_samples_whatever_the_workers(tmp_path):
+    cfg = TextileConfig(ratio=1, **SMALL)
+    root = write_textile(tmp_path, cfg, n_train=30, n_test=4, seed=3, workers=2, progress=False)
+    gen = TextileGenerator(cfg)
+    data = load_dagm(root, "Train", truth="mask")
+    for k in (0, 1, 26, 29):  # both workers' chunks (25 images each)
+        s = gen.sample(split_seed(3, "Train"), k)
+        assert np.array_equal(data.images[k], s.image) and np.array_equal(data.masks[k], s.mask)
+    with pytest.raises(ValueError, match="workers"):
+        write_textile(tmp_path / "x", cfg, n_train=2, n_test=2, workers=0)
 
 
 def test_reader_names_what_is_wrong(tmp_path):
