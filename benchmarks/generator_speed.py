@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from data_gen.characters import CharacterConfig, CharacterGenerator
-from data_gen.textile import FAMILIES, TextileConfig, TextileGenerator, _keep_freed_memory, write_textile
+from data_gen.malloc import keep_freed_memory
+from data_gen.textile import FAMILIES, TextileConfig, TextileGenerator, write_textile
 
 
 def pil_reference(gen: CharacterGenerator, seed: int, indices: np.ndarray) -> list[np.ndarray]:
@@ -103,7 +104,7 @@ def main() -> None:
 
 def textile_speed(n_train: int = 575, n_test: int = 575) -> None:
     """Time the DAGM-sized textile set written to disk, and each family's synthesis on one core."""
-    _keep_freed_memory()  # as write_textile's workers do
+    keep_freed_memory()  # as write_textile's workers do
     for family in FAMILIES:
         gen = TextileGenerator(TextileConfig(family=family))
         gen.sample(0, 0)

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .malloc import keep_freed_memory
 from .random import Draws, ratio_labels, splitmix64
 
 FAMILIES = ("woven", "noisy", "oriented", "knit")
@@ -265,23 +266,6 @@ def split_seed(seed: int, split: str) -> int:
     return 2 * int(seed) + SPLITS.index(split)
 
 
-def _keep_freed_memory() -> None:
-    """Pool initializer: let glibc keep freed large arrays for reuse instead of unmapping them.
-
-    A 512×512 sample makes some forty temporary 1 MB arrays; by default each comes from a fresh
-    ``mmap`` whose pages the kernel must fault in and zero again, which cost more than the arithmetic
-    (a woven sample: 50 ms → 20 ms). The output is unchanged. A no-op off glibc (macOS, Windows, musl).
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-        mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD: arrays below 256 MB come from the heap
-        mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD: keep up to 512 MB of freed heap
-    except (OSError, AttributeError):
-        pass
-
-
 def _write_range(args: tuple) -> list[tuple[int, int, str]]:
     """Worker: generate samples ``start … stop-1`` of one split and write image, weak label and true mask."""
     from PIL import Image
@@ -347,7 +331,7 @@ def write_textile(out: str | os.PathLike, config: TextileConfig | None = None, n
         jobs += [(config, split_seed(seed, split), a, min(a + chunk, n), str(root / split)) for a in range(0, n, chunk)]
     rows: dict[str, list[tuple[int, int, str]]] = {split: [] for split in SPLITS}
     with tqdm(total=n_train + n_test, desc="writing textile images", unit="img", disable=not progress) as bar, \
-            ProcessPoolExecutor(min(workers, len(jobs)), initializer=_keep_freed_memory) as pool:
+            ProcessPoolExecutor(min(workers, len(jobs)), initializer=keep_freed_memory) as pool:
         for job, res in zip(jobs, pool.map(_write_range, jobs)):
             rows[Path(job[-1]).name] += res
             bar.update(len(res))

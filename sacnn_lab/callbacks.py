@@ -77,7 +77,7 @@ class ProgressBar(Callback):
 
 def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray | list,
                     batch_size: int = 250, threshold: float = 0.5,
-                    masks: np.ndarray | None = None) -> dict[str, float]:
+                    masks: np.ndarray | None = None, tolerance: float = 0) -> dict[str, float]:
     """Classification figures and the pointing game of ``model`` on a fixed set.
 
     Args:
@@ -89,6 +89,7 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
         threshold: decision threshold on the image score.
         masks: ``(N, H, W)`` bool truth masks (DAGM's ellipses) the pointing game uses instead of the
             boxes, or ``None``.
+        tolerance: pixels of tolerance of the pointing game (see :func:`~sacnn_lab.metrics.pointing_game`).
 
     Returns:
         accuracy, precision, recall, f1, auroc, confusion counts, and ``pointing_game`` (share of
@@ -102,7 +103,8 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
         scores.append(s.numpy())
         m = p.map if p.map.ndim == 3 else p.map.max(1).values
         b = [[tuple(int(v) for v in box) for box in bs if box[0] >= 0] for bs in boxes[lo:lo + batch_size]]
-        hits.append(pointing_game(m.numpy(), b, None if masks is None else masks[lo:lo + batch_size]))
+        hits.append(pointing_game(m.numpy(), b, None if masks is None else masks[lo:lo + batch_size],
+                                  tolerance))
     out = classification(np.concatenate(scores), labels, threshold)
     hit = np.concatenate(hits)
     out["pointing_game"] = float(hit.mean()) if hit.size else float("nan")

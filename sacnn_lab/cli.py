@@ -135,7 +135,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, config = load_model(args.checkpoint)
     data = load_data(args.data, config, args.n)
     t = time.perf_counter()
-    metrics = evaluate(model, data)
+    metrics = evaluate(model, data, tolerance=args.tolerance)
     metrics["images"] = len(data.labels)
     metrics["seconds"] = time.perf_counter() - t
     if args.json:
@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default="characters",
                    help="a labelled folder, or characters[:SEED] (the run's test split, or another seed)")
     e.add_argument("--n", type=int, help="images of a generated split (default: the run's test_size)")
+    e.add_argument("--tolerance", type=float, default=0.0, metavar="PX",
+                   help="pointing game: a hit also within PX pixels of the truth (Zhang et al. 2016: 15)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=_evaluate)
     r = sub.add_parser("predict", help="defect maps and boxes for image files")

@@ -252,12 +252,14 @@ def _pointing_masks(batch: Any) -> np.ndarray | None:
     return batch.masks if isinstance(batch, FolderSet) else None
 
 
-def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: int = 250) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: int = 250,
+             tolerance: float = 0) -> dict[str, float]:
     """Test figures of ``model`` on a generated batch or a loaded labelled folder (anything with
     ``images`` (N, H, W) uint8, ``labels`` and ``boxes``): accuracy, precision, recall, f1, auroc and
-    the pointing game on defective images with known boxes (a DAGM set: inside their masks)."""
+    the pointing game on defective images with known boxes (a DAGM set: inside their masks), a hit
+    within ``tolerance`` pixels of the truth counting (see :func:`~sacnn_lab.metrics.pointing_game`)."""
     return evaluate_arrays(model, batch.images, batch.labels, batch.boxes, batch_size,
-                           masks=_pointing_masks(batch))
+                           masks=_pointing_masks(batch), tolerance=tolerance)
 
 
 def load_or_train(config: RunConfig, run_dir: str | os.PathLike, progress: bool = True) -> Run:

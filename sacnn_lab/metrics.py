@@ -85,12 +85,29 @@ def classification(scores, labels, threshold: float = 0.5) -> dict[str, float]:
             "auroc": auroc(scores, labels), **{k: float(v) for k, v in c.items()}}
 
 
-def point_in_boxes(y: int, x: int, boxes: Boxes) -> bool:
-    """Whether pixel ``(y, x)`` lies in any ``(x0, y0, x1, y1)`` box (x1/y1 exclusive)."""
-    return any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in boxes)
+def point_in_boxes(y: int, x: int, boxes: Boxes, tolerance: float = 0) -> bool:
+    """Whether pixel ``(y, x)`` lies in any ``(x0, y0, x1, y1)`` box (x1/y1 exclusive), or within
+    ``tolerance`` pixels of one."""
+    for x0, y0, x1, y1 in boxes:
+        dx, dy = max(x0 - x, 0, x - (x1 - 1)), max(y0 - y, 0, y - (y1 - 1))
+        if dx * dx + dy * dy <= tolerance * tolerance:
+            return True
+    return False
 
 
-def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes], masks: np.ndarray | None = None) -> np.ndarray:
+def _point_in_mask(y: int, x: int, mask: np.ndarray, tolerance: float = 0) -> bool:
+    """Whether ``mask`` is true at ``(y, x)``, or at a pixel within ``tolerance`` of it."""
+    if tolerance <= 0:
+        return bool(mask[y, x])
+    r = int(tolerance)
+    y0, x0 = max(y - r, 0), max(x - r, 0)
+    win = mask[y0:y + r + 1, x0:x + r + 1]
+    yy, xx = np.ogrid[y0 - y:y0 - y + win.shape[0], x0 - x:x0 - x + win.shape[1]]
+    return bool(win[yy * yy + xx * xx <= tolerance * tolerance].any())
+
+
+def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes], masks: np.ndarray | None = None,
+                  tolerance: float = 0) -> np.ndarray:
     """Pointing game: for each defective image, whether the maximum of its map lies in the truth.
 
     Args:
@@ -98,6 +115,8 @@ def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes], masks: np.ndarray | 
         boxes: per image, its true boxes; images without boxes are skipped.
         masks: ``(N, H, W)`` bool truth masks (e.g. DAGM's label ellipses), or ``None``. Where given,
             an image with boxes scores a hit when its mask is true at the map's maximum.
+        tolerance: a hit also when the truth lies within this many pixels of the maximum (Zhang et
+            al., "Top-down neural attention by excitation backprop", 2016, used 15 px); 0: exactly inside.
 
     Returns:
         ``(M,)`` bool hits, one per image that has boxes (the score is their mean).
@@ -108,13 +127,16 @@ def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes], masks: np.ndarray | 
                          f"and {len(boxes)} box lists")
     if masks is not None and np.shape(masks) != maps.shape:
         raise ValueError(f"masks must have the maps' shape {maps.shape}, not {np.shape(masks)}")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0 pixels, not {tolerance}")
     hits = []
     W = maps.shape[2]
     flat = maps.reshape(len(maps), -1).argmax(1)
     for i, b in enumerate(boxes):
         if len(b):
             y, x = int(flat[i] // W), int(flat[i] % W)
-            hits.append(bool(masks[i][y, x]) if masks is not None else point_in_boxes(y, x, b))
+            hits.append(_point_in_mask(y, x, masks[i], tolerance) if masks is not None
+                        else point_in_boxes(y, x, b, tolerance))
     return np.asarray(hits, bool)
 
 

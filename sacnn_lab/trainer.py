@@ -20,6 +20,8 @@ from typing import Any, Iterable, Protocol, Sequence
 import torch
 from torch import nn
 
+from data_gen.malloc import keep_freed_memory
+
 from .competition import competition_loss, image_scores
 from .config import TrainConfig
 from .history import History
@@ -104,6 +106,9 @@ class Trainer:
     instead of :func:`~sacnn_lab.competition.competition_loss` and
     :func:`~sacnn_lab.competition.image_scores` (e.g. :class:`~sacnn_lab.baseline.VGGBaseline`).
 
+    On the CPU the process is told to keep freed memory for reuse (:func:`data_gen.malloc.keep_freed_memory`,
+    glibc only): it then holds up to 512 MB of freed heap instead of returning it to the system.
+
     Args:
         model: the network.
         config: training settings.
@@ -124,6 +129,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # fewer page faults per step: 7–25 % faster CPU training (data_gen.malloc)
         self.model = model.to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

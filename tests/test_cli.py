@@ -35,6 +35,9 @@ def test_evaluate_generated_split_as_json(run_dir, capsys):
     assert res["images"] == 24
     for k in ("accuracy", "precision", "recall", "auroc", "pointing_game"):
         assert k in res
+    # a tolerance as wide as the image makes every defective image a hit
+    assert main(["evaluate", "--checkpoint", str(run_dir), "--json", "--tolerance", "200"]) == 0
+    assert json.loads(capsys.readouterr().out)["pointing_game"] == 1.0
 
 
 def test_evaluate_a_labelled_folder(run_dir, tmp_path, capsys):

@@ -51,6 +51,29 @@ def test_pointing_game_inside_and_outside():
     assert pointing_game(np.stack([inside, outside]), [[BOX], []]).tolist() == [True]
 
 
+def test_pointing_game_tolerance_counts_near_misses_within_the_radius():
+    peak = np.zeros((1, 64, 64), np.float32)
+    peak[0, 25, 36] = 1  # 7 columns right of the box's last column (29), inside its rows
+    assert pointing_game(peak, [[BOX]], tolerance=6).tolist() == [False]
+    assert pointing_game(peak, [[BOX]], tolerance=7).tolist() == [True]
+    corner = np.zeros((1, 64, 64), np.float32)
+    corner[0, 33, 33] = 1  # 4 rows and 4 columns off the corner (29, 29): distance 5.66
+    assert pointing_game(corner, [[BOX]], tolerance=5).tolist() == [False]
+    assert pointing_game(corner, [[BOX]], tolerance=6).tolist() == [True]
+    # with a mask: the same rule, measured to the nearest true pixel
+    mask = box_map().astype(bool)[None]
+    assert pointing_game(corner, [[BOX]], masks=mask, tolerance=5).tolist() == [False]
+    assert pointing_game(corner, [[BOX]], masks=mask, tolerance=6).tolist() == [True]
+    edge = np.zeros((1, 64, 64), np.float32)
+    edge[0, 0, 63] = 1  # the window is cut by the image border
+    far = np.zeros((1, 64, 64), bool)
+    far[0, 3, 60] = True
+    assert pointing_game(edge, [[BOX]], masks=far, tolerance=4.3).tolist() == [True]
+    assert pointing_game(edge, [[BOX]], masks=far, tolerance=4.2).tolist() == [False]
+    with pytest.raises(ValueError, match="tolerance"):
+        pointing_game(corner, [[BOX]], tolerance=-1)
+
+
 def test_energy_pointing_game_known_shares():
     assert energy_inside(box_map(), [BOX]) == 1.0
     assert energy_inside(box_map((40, 40, 50, 50)), [BOX]) == 0.0
