@@ -113,28 +113,46 @@ class GeneratedEpochs:
     ``(e-1)*N … e*N-1`` of the training seed, in batches. New images every epoch, like the authors'
     on-the-fly generator, yet the same images on every machine and on resume.
 
+    Without workers the generator composes ``chunk`` samples per call and the batches are slices of
+    them: the same batches (every sample is a pure function of its index), but a call's fixed cost is
+    paid once per chunk instead of once per batch (32-image calls run at ~2,100 images/s, 512-image
+    calls at ~15,000).
+
     Args:
         generator: the character generator (its glyph cache is shared).
         seed: the training split's seed.
         samples_per_epoch: N.
         batch_size: samples per batch.
         num_workers: DataLoader worker processes.
+        chunk: samples composed per generator call without workers (rounded up to whole batches).
     """
 
     def __init__(self, generator: CharacterGenerator, seed: int, samples_per_epoch: int, batch_size: int,
-                 num_workers: int = 0):
+                 num_workers: int = 0, chunk: int = 512):
         if samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be >= 1, not {samples_per_epoch}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, not {chunk}")
         self.generator, self.seed = generator, int(seed)
         self.samples_per_epoch, self.batch_size, self.num_workers = samples_per_epoch, batch_size, num_workers
         self.steps_per_epoch = -(-samples_per_epoch // batch_size)
+        self.chunk = -(-chunk // batch_size) * batch_size
 
-    def loader(self, epoch: int) -> DataLoader:
+    def loader(self, epoch: int) -> DataLoader | Iterator[dict[str, torch.Tensor]]:
+        """The batches of epoch ``epoch``: dicts as :func:`batch_to_dict` makes them."""
         if epoch < 1:
             raise ValueError(f"epochs count from 1, not {epoch}")
         ds = CharacterDataset(seed=self.seed, length=self.samples_per_epoch,
                               start=(epoch - 1) * self.samples_per_epoch, generator=self.generator)
-        return make_loader(ds, self.batch_size, shuffle=False, num_workers=self.num_workers)
+        if self.num_workers:
+            return make_loader(ds, self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return self._chunked(ds)
+
+    def _chunked(self, ds: CharacterDataset) -> Iterator[dict[str, torch.Tensor]]:
+        for lo in range(0, len(ds), self.chunk):
+            part = ds.__getitems__(range(lo, min(lo + self.chunk, len(ds))))
+            for b in range(0, len(part["label"]), self.batch_size):
+                yield {k: v[b:b + self.batch_size] for k, v in part.items()}
 
 
 class FolderSet:

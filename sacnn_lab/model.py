@@ -367,6 +367,7 @@ def suggest_blocks(
     dilation: int = 2,
     max_blocks: int = 8,
     rule: str = "cover",
+    input_pool: int = 1,
 ) -> int:
     """Number of blocks whose last visual field fits a defect of ``defect_size`` pixels.
 
@@ -383,6 +384,9 @@ def suggest_blocks(
             ``defect_size`` (ties: fewer blocks). With the defaults (fields 8, 22, 50, 106, 218 px for 1–5 blocks),
             ``"cover"`` reproduces the paper's choices (3 blocks for ~25–32 px characters, 5 for
             DAGM defects of 107–218 px), while ``"closest"`` picks one block fewer for both.
+        input_pool: the input's average pooling before the first block (see
+            :class:`~sacnn_lab.config.ModelConfig`); at 2 the fields are 16, 44, 100 … px, and
+            ``"cover"`` picks 2 blocks for the characters (the ``fast`` preset).
 
     Returns:
         The number of blocks, in ``1..max_blocks``.
@@ -393,7 +397,8 @@ def suggest_blocks(
         raise ValueError(f"max_blocks must be an int >= 1, not {max_blocks!r}")
     if rule not in ("closest", "cover"):
         raise ValueError(f"rule must be 'closest' or 'cover', not {rule!r}")
-    config = ModelConfig(channels=(1,) * max_blocks, kernel_size=kernel_size, dilation=dilation)
+    config = ModelConfig(channels=(1,) * max_blocks, kernel_size=kernel_size, dilation=dilation,
+                         input_pool=input_pool)
     fields = [r["rf"] for r in receptive_field(config)]
     if rule == "cover":
         return next((i + 1 for i, rf in enumerate(fields) if rf >= defect_size), max_blocks)

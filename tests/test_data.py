@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sacnn_lab.data import CharacterDataset, make_loader
+from sacnn_lab.data import CharacterDataset, GeneratedEpochs, make_loader
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +38,23 @@ def test_loader_batches_do_not_depend_on_workers(dataset):
 
 def test_labels_without_images(dataset):
     assert np.array_equal(dataset.labels(), dataset.__getitems__(range(96))["label"].numpy())
+
+
+def test_training_batches_do_not_depend_on_chunks_or_workers(generator):
+    """Composing several batches per generator call (no workers) slices the same batches as a
+    DataLoader asking for one batch at a time, in any epoch; the last batch of an epoch may be short."""
+    def batches(**kw):
+        data = GeneratedEpochs(generator, seed=4, samples_per_epoch=22, batch_size=8, **kw)
+        assert data.steps_per_epoch == 3
+        return [list(data.loader(e)) for e in (1, 2)]
+
+    ref = batches(num_workers=1)
+    for chunk in (1, 12, 512):  # 12 is rounded up to 16: two batches per call
+        got = batches(chunk=chunk)
+        for ep_ref, ep_got in zip(ref, got):
+            assert [len(b["label"]) for b in ep_got] == [8, 8, 6]
+            for x, y in zip(ep_ref, ep_got):
+                assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert not torch.equal(ref[0][0]["index"], ref[1][0]["index"])
+    with pytest.raises(ValueError, match="chunk"):
+        GeneratedEpochs(generator, seed=4, samples_per_epoch=22, batch_size=8, chunk=0)

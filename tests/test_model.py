@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sacnn_lab.config import ModelConfig
+from sacnn_lab.config import ModelConfig, RunConfig
 from sacnn_lab.model import SACNN, ConvBlock, receptive_field, suggest_blocks
 
 
@@ -157,6 +157,12 @@ def test_suggest_blocks() -> None:
     assert suggest_blocks(125, dilation=1, rule="closest") == 5
     assert suggest_blocks(10_000, max_blocks=4, rule="closest") == 4
     assert suggest_blocks(10_000, max_blocks=4) == 4
+    # the input averaged 2×2 first (the fast preset): fields 16, 44, 100 px
+    for size in (25, 28, 32):
+        assert suggest_blocks(size, input_pool=2) == 2
+    assert suggest_blocks(45, input_pool=2) == 3
+    with pytest.raises(ValueError):
+        suggest_blocks(30, input_pool=3)
     with pytest.raises(ValueError):
         suggest_blocks(0)
     with pytest.raises(ValueError):
@@ -235,3 +241,15 @@ def test_backbone_stride_and_channels() -> None:
     # squeezenet's unpadded convolutions never give an exact stride of 8
     with pytest.raises(ValueError, match="stride 8"):
         SACNN(ModelConfig(backbone="squeezenet1_1"))
+
+
+def test_fast_preset_keeps_the_papers_map() -> None:
+    """The fast character preset (2×2 average, 2 blocks) gives the paper's 17×17 map at stride 8, with a
+    visual field near the characters' size, and its blocks are what suggest_blocks picks for them."""
+    fast, paper = RunConfig.preset("fast").model, RunConfig.preset("paper").model
+    f, p = receptive_field(fast, 136)[-1], receptive_field(paper, 136)[-1]
+    assert f["size"] == p["size"] == (17, 17) and f["jump"] == p["jump"] == 8
+    assert (f["rf"], p["rf"]) == (44, 50)
+    assert fast.num_blocks == suggest_blocks(32, input_pool=fast.input_pool)
+    assert paper.num_blocks == suggest_blocks(32)
+    assert SACNN(fast)(torch.rand(2, 1, 136, 136)).shape == (2, 2, 17, 17)
