@@ -457,7 +457,7 @@ class RunConfig:
     * ``"fast"``: what comes nearest the paper's accuracy soonest on a CPU: the image averaged 2×2
       (68×68), then 2 blocks of 16 and 32 channels with batch normalisation and a ReLU inside each
       block: the same 17×17 map as the paper's 3 blocks, a visual field of 44 px instead of 50, and
-      about 2.5× the training throughput of 3 blocks of 8/16/32 at full resolution. Adam with a
+      about twice the training throughput of 3 blocks of 8/16/32 at full resolution. Adam with a
       one-cycle schedule (peak 0.003), batch 16, mean loss, 9 epochs of 4,000 samples (about 2 minutes
       on 2 CPU cores). The README gives the measurements behind this choice.
 
