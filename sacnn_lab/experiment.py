@@ -115,12 +115,20 @@ def textile_split(config: RunConfig, which: str = "Test") -> FolderSet:
     if d.source != "textile":
         raise ValueError(f"textile_split needs a textile run, not source={d.source!r}")
     folder = textile_folder(d)
-    return _load_dagm_cached(str(folder.resolve()), which, d.truth, d.image_size if d.folder is None else None)
+    return _load_dagm_cached(str(folder.resolve()), which, d.truth, d.image_size if d.folder is None else None,
+                             _split_stamp(folder / which))
+
+
+def _split_stamp(split_dir: Path) -> tuple[int, ...]:
+    """Modification times of a DAGM split folder and of its label index: they change when the folder is
+    written again, so that a rewritten folder is read again."""
+    return tuple(p.stat().st_mtime_ns for p in (split_dir, split_dir / "Label" / "Labels.txt") if p.exists())
 
 
 @functools.lru_cache(maxsize=2)
-def _load_dagm_cached(folder: str, which: str, truth: str, size: int | None) -> FolderSet:
+def _load_dagm_cached(folder: str, which: str, truth: str, size: int | None, stamp: tuple[int, ...]) -> FolderSet:
     # a textile run reads its Test split for validation, probe and test: read the PNGs once per process
+    # (``stamp`` is only part of the cache's key)
     return load_dagm(folder, which, size=None if size is None else (size, size), truth=truth)
 
 

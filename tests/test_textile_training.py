@@ -3,6 +3,8 @@ label ellipses, and the CLI / loader entry points. Tiny 128×128 sets in a tempo
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -118,6 +120,9 @@ def test_a_real_dagm_folder_is_one_parameter(cache, tmp_path):
     cfg = tiny(folder=root)
     assert textile_folder(cfg.data) == root
     assert len(split(cfg, "test")) == 10 and not (cache / "sacnn-lab" / "textile").exists()
+    shutil.rmtree(root)  # the same folder written again, smaller: read again, not served from memory
+    write_textile(tmp_path / "dagm", SMALL, n_train=12, n_test=8, seed=6, progress=False, workers=1)
+    assert len(split(cfg, "test")) == 8
     with pytest.raises(FileNotFoundError, match="not a DAGM 2007 class folder"):
         textile_folder(tiny(folder=tmp_path).data)
     with pytest.raises(ValueError, match="needs source='textile'"):
