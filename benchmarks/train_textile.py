@@ -42,8 +42,7 @@ def mask_pointing(model: torch.nn.Module, test: FolderSet, tolerances: tuple[flo
     per tolerance in pixels, from one pass over those images only."""
     sub = test.subset(np.flatnonzero(test.labels))
     maps = predict(model, sub.images, batch_size=32).map.numpy()
-    boxes = [[tuple(int(v) for v in b) for b in bs if b[0] >= 0] for bs in sub.boxes]
-    return [float(pointing_game(maps, boxes, sub.masks, tolerance=t).mean()) for t in tolerances]
+    return [float(pointing_game(maps, sub.boxes, sub.masks, tolerance=t).mean()) for t in tolerances]
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ glibc serves a large request (above a threshold that starts at 128 KB and adapts
 fresh ``mmap`` and unmaps it when freed, so the next array of the same size faults in and zeroes every
 page again. Array code that makes many short-lived megabyte-sized temporaries pays more for those page
 faults than for its arithmetic: a 512×512 textile sample 50 → 20 ms (``benchmarks/generator_speed.py
---textile``), a CPU training step of the ``fast`` character preset's network 7–25 % (steps on a batch of 32).
+--textile``), a CPU training step of the earlier 3-block ``fast`` character network 7–25 % (steps on a batch
+of 32).
 """
 
 from __future__ import annotations

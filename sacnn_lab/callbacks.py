@@ -102,9 +102,8 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
         s = p.score if p.score.ndim == 1 else p.score.max(1).values
         scores.append(s.numpy())
         m = p.map if p.map.ndim == 3 else p.map.max(1).values
-        b = [[tuple(int(v) for v in box) for box in bs if box[0] >= 0] for bs in boxes[lo:lo + batch_size]]
-        hits.append(pointing_game(m.numpy(), b, None if masks is None else masks[lo:lo + batch_size],
-                                  tolerance))
+        hits.append(pointing_game(m.numpy(), boxes[lo:lo + batch_size],
+                                  None if masks is None else masks[lo:lo + batch_size], tolerance))
     out = classification(np.concatenate(scores), labels, threshold)
     hit = np.concatenate(hits)
     out["pointing_game"] = float(hit.mean()) if hit.size else float("nan")

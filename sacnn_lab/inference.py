@@ -133,7 +133,8 @@ def predict(
         images: float tensor ``(B, C, H, W)`` in [0, 1], or uint8 numpy ``(B, H, W)`` / ``(H, W)``.
         batch_size: images per forward pass. On the CPU at most :data:`CPU_PIXELS_PER_PASS` pixels' worth
             (28 images of 136², 2 of 512²): batches that small stay in the cache and run about twice as
-            fast (measured: 550–700 images/s against 298 at 256 for the ``fast`` character network).
+            fast (measured: 550–700 images/s against 298 at 256 for the earlier 3-block ``fast`` character
+            network).
             Eval mode makes the result independent of the batch size.
         device: where to run; ``None``: the model's device. A given device receives the model.
 

@@ -112,7 +112,8 @@ def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes], masks: np.ndarray | 
 
     Args:
         maps: ``(N, H, W)`` defect maps at input resolution.
-        boxes: per image, its true boxes; images without boxes are skipped.
+        boxes: per image, its true boxes (a list, or ``(K, 4)`` rows where ``x0 < 0`` marks padding, as
+            in ``(N, K, 4)`` box arrays); images without boxes are skipped.
         masks: ``(N, H, W)`` bool truth masks (e.g. DAGM's label ellipses), or ``None``. Where given,
             an image with boxes scores a hit when its mask is true at the map's maximum.
         tolerance: a hit also when the truth lies within this many pixels of the maximum (Zhang et
@@ -132,8 +133,8 @@ def pointing_game(maps: np.ndarray, boxes: Sequence[Boxes], masks: np.ndarray | 
     hits = []
     W = maps.shape[2]
     flat = maps.reshape(len(maps), -1).argmax(1)
-    for i, b in enumerate(boxes):
-        if len(b):
+    for i, b in enumerate(map(_true_boxes, boxes)):
+        if b:
             y, x = int(flat[i] // W), int(flat[i] % W)
             hits.append(_point_in_mask(y, x, masks[i], tolerance) if masks is not None
                         else point_in_boxes(y, x, b, tolerance))
@@ -207,7 +208,8 @@ def energy_pointing_game(maps: np.ndarray, boxes: Sequence[Boxes]) -> np.ndarray
 
     Args:
         maps: ``(N, H, W)`` non-negative defect maps at input resolution.
-        boxes: per image, its true boxes; images without boxes are skipped.
+        boxes: per image, its true boxes (a list, or ``(K, 4)`` rows where ``x0 < 0`` marks padding, as
+            in ``(N, K, 4)`` box arrays); images without boxes are skipped.
 
     Returns:
         ``(M,)`` float shares in [0, 1], one per image that has boxes (the score is their mean).

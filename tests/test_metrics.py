@@ -49,6 +49,9 @@ def test_pointing_game_inside_and_outside():
     assert hits.tolist() == [True, False]
     # images without boxes are skipped
     assert pointing_game(np.stack([inside, outside]), [[BOX], []]).tolist() == [True]
+    # padded (N, K, 4) box arrays, as generated batches and folders hold them: -1 rows are no boxes
+    padded = np.array([[BOX, (-1, -1, -1, -1)], [(-1, -1, -1, -1)] * 2])
+    assert pointing_game(np.stack([inside, outside]), padded).tolist() == [True]
 
 
 def test_pointing_game_tolerance_counts_near_misses_within_the_radius():
