@@ -32,7 +32,7 @@ from torch import nn
 
 from .config import BaselineConfig
 from .inference import Prediction, memory_format_of
-from .model import _adapt_first_conv
+from .model import _adapt_first_conv, normalise_input
 
 __all__ = ["CAM_METHODS", "VGGBaseline", "cam_class", "imagenet_weights_path"]
 
@@ -129,7 +129,8 @@ class VGGBaseline(nn.Module):
     then the two-class layer ``classifier.6``).
 
     Input images are float32 ``(B, in_channels, H, W)`` in [0, 1] (H, W >= 32: five poolings); the model
-    normalises them itself with ImageNet's statistics averaged over the colours. :meth:`forward` returns
+    normalises them itself (``config.input_norm``: ImageNet's statistics averaged over the colours, or
+    the absolute deviation from the median gray that SACNN's ``fast`` preset sees). :meth:`forward` returns
     logits ``(B, 2)``; class 1 is defective.
 
     Args:
@@ -209,7 +210,10 @@ class VGGBaseline(nn.Module):
                              f"at least {side}×{side}, got {tuple(x.shape[-2:])}")
         if self.config.input_pool > 1:
             x = F.avg_pool2d(x, self.config.input_pool)
-        x = self.features((x - _GRAY_MEAN) / _GRAY_STD)
+        if self.config.input_norm == "abs_deviation":
+            x = self.features(normalise_input(x, "abs_deviation"))
+        else:
+            x = self.features((x - _GRAY_MEAN) / _GRAY_STD)
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
     # ---- what the trainer uses instead of the competition loss ---------------------------------------

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from .config import ModelConfig
 
-__all__ = ["ConvBlock", "SACNN", "receptive_field", "suggest_blocks"]
+__all__ = ["ConvBlock", "SACNN", "normalise_input", "receptive_field", "suggest_blocks"]
 
 # transformer models have no convolutional prefix to cut, or keep features channels-last
 _UNCUTTABLE = ("vit_", "swin_", "maxvit")
@@ -88,11 +88,27 @@ class ConvBlock(nn.Module):
         return self.act(self.pool(self.norm(self.dilated(self.inner(self.conv(x))))))
 
 
+def normalise_input(x: torch.Tensor, how: str = "centre") -> torch.Tensor:
+    """Scale images ``(B, C, H, W)`` in [0, 1] for the network (see ``ModelConfig.input_norm``).
+
+    ``"centre"``: ``(x - 0.5) / 0.5``, in [-1, 1]. ``"abs_deviation"``: ``|x - m| / 0.25`` with ``m`` the
+    median of each image and channel (its background gray), in [0, 4]: the polarity of a defect is gone.
+    The median is taken over every other row and column (a quarter of the pixels: 4× cheaper, and a
+    background estimate as good). Returns a tensor of the same shape.
+    """
+    if how == "centre":
+        return (x - 0.5) / 0.5
+    if how == "abs_deviation":
+        background = x[..., ::2, ::2].flatten(2).median(dim=-1).values[..., None, None]
+        return (x - background).abs_().mul_(4.0)
+    raise ValueError(f"unknown input normalisation {how!r}; expected 'centre' or 'abs_deviation'")
+
+
 class SACNN(nn.Module):
     """Spatial adversarial CNN: feature extractor + 1×1 competition head.
 
-    Input images are float32 ``(B, in_channels, H, W)`` with values in [0, 1]; the model centres them
-    itself (``(x - 0.5) / 0.5``), so callers never normalise. :meth:`forward` returns the per-pixel
+    Input images are float32 ``(B, in_channels, H, W)`` with values in [0, 1]; the model scales them
+    itself (:func:`normalise_input`, by ``config.input_norm``), so callers never normalise. :meth:`forward` returns the per-pixel
     class logits ``(B, 1 + K, s, t)``; with the block extractor ``s = H // 2**blocks``.
 
     Args:
@@ -144,7 +160,7 @@ class SACNN(nn.Module):
             raise ValueError(
                 f"expected images (B, {self.config.in_channels}, H, W), got shape {tuple(x.shape)}"
             )
-        x = (x - 0.5) / 0.5
+        x = normalise_input(x, self.config.input_norm)
         if self.config.input_pool > 1:
             x = F.avg_pool2d(x, self.config.input_pool)
         return self.head(self.extractor(x))

@@ -13,6 +13,7 @@ from sacnn_lab.baseline import CAM_METHODS, VGGBaseline, imagenet_weights_path
 from sacnn_lab.config import BaselineConfig, RunConfig, TrainConfig
 from sacnn_lab.data import batch_to_dict
 from sacnn_lab.inference import predict
+from sacnn_lab.model import normalise_input
 from sacnn_lab.trainer import Trainer
 
 TINY = 0.0625  # 4…32 channels: seconds on a CPU
@@ -126,7 +127,7 @@ def test_cam_names_and_layers_are_checked():
 def test_bad_configs_are_clear_errors():
     for bad, err in ((dict(width=0), ValueError), (dict(width=1.5), ValueError), (dict(arch="resnet"), ValueError),
                      (dict(width=0.5, weights="imagenet"), ValueError), (dict(width="wide"), TypeError),
-                     (dict(dropout=1.0), ValueError)):
+                     (dict(dropout=1.0), ValueError), (dict(input_norm="centre"), ValueError)):
         with pytest.raises(err):
             BaselineConfig(**bad)
     with pytest.raises(TypeError, match="BaselineConfig"):
@@ -157,6 +158,19 @@ def test_weights_from_a_file(tmp_path):
     torch.save({"x": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="not a state dict of torchvision's vgg19"):
         VGGBaseline(BaselineConfig(weights=str(bad)))
+
+
+def test_abs_deviation_input_is_the_one_sacnn_sees(images):
+    """With ``input_norm="abs_deviation"`` the baseline's features see ``normalise_input(x)``, so an
+    inverted image scores the same; the CPU character preset uses it, like SACNN's ``fast`` preset."""
+    net = VGGBaseline(BaselineConfig(width=TINY, input_norm="abs_deviation")).eval()
+    x = torch.from_numpy(images[:2]).float()[:, None] / 255
+    with torch.no_grad():
+        torch.testing.assert_close(net(1 - x), net(x))
+        expected = net.classifier(torch.flatten(net.avgpool(net.features(normalise_input(x, "abs_deviation"))), 1))
+        torch.testing.assert_close(net(x), expected)
+    assert RunConfig.baseline("cpu").model.input_norm == RunConfig.preset("fast").model.input_norm
+    assert RunConfig.baseline("full").model.input_norm == "imagenet"  # what ImageNet weights expect
 
 
 def test_baseline_run_config_round_trip():

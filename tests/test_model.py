@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sacnn_lab.config import ModelConfig, RunConfig
-from sacnn_lab.model import SACNN, ConvBlock, receptive_field, suggest_blocks
+from sacnn_lab.model import SACNN, ConvBlock, normalise_input, receptive_field, suggest_blocks
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +69,27 @@ def test_model_centres_its_input() -> None:
     x = torch.rand(1, 1, 16, 16)
     expected = model.head(model.extractor((x - 0.5) / 0.5))
     torch.testing.assert_close(model(x), expected)
+
+
+def test_abs_deviation_input_ignores_polarity_and_background() -> None:
+    """``input_norm="abs_deviation"``: |x - median| / 0.25 per image, so a dark mark on a light
+    background and the same mark light on a dark one give the same logits."""
+    x = torch.full((2, 1, 16, 16), 0.8)
+    x[0, 0, 4:9, 5:7] = 0.3  # dark ink on light gray
+    x[1, 0, 2:6, 9:14] = 0.1
+    out = normalise_input(x, "abs_deviation")
+    assert out.shape == x.shape
+    torch.testing.assert_close(out[0, 0, 4, 5], torch.tensor(2.0))  # |0.3 - 0.8| / 0.25
+    assert out[0, 0, 0, 0] == 0 and out.min() == 0
+    torch.testing.assert_close(normalise_input(1 - x, "abs_deviation"), out)
+    torch.testing.assert_close(normalise_input(x, "centre"), (x - 0.5) / 0.5)
+    model = SACNN(tiny(2, input_norm="abs_deviation")).eval()
+    torch.testing.assert_close(model(1 - x), model(x))
+    torch.testing.assert_close(model(x), model.head(model.extractor(out)))
+    centred = SACNN(tiny(2)).eval()  # the paper's input scaling keeps the polarity
+    assert not torch.allclose(centred(1 - x), centred(x))
+    with pytest.raises(ValueError, match="input normalisation"):
+        normalise_input(x, "zscore")
 
 
 # ----------------------------------------------------------------------------------- blocks
@@ -182,6 +203,7 @@ def test_suggest_blocks() -> None:
         ({"kernel_size": 4}, ValueError, "odd"),
         ({"dilation": 0}, ValueError, "dilation"),
         ({"norm": "layer"}, ValueError, "norm"),
+        ({"input_norm": "zscore"}, ValueError, "input_norm"),
         ({"in_channels": 0}, ValueError, "in_channels"),
         ({"num_defect_types": 0}, ValueError, "num_defect_types"),
         ({"inner_relu": 1}, TypeError, "inner_relu"),
@@ -203,6 +225,9 @@ def test_config_round_trip() -> None:
     assert back == config and isinstance(back.channels, tuple)
     with pytest.raises(ValueError, match="unknown"):
         ModelConfig.from_dict({**d, "width": 3})
+    # a run saved before input_norm existed keeps the paper's input scaling
+    older = {k: v for k, v in d.items() if k != "input_norm"}
+    assert ModelConfig.from_dict(older).input_norm == "centre"
 
 
 # ----------------------------------------------------------------------------------- backbones
