@@ -41,12 +41,28 @@ ROWS = [("accuracy", "image accuracy"), ("auroc", "image AUROC"), ("pointing_gam
         ("false_alarm_area", "false-alarm area (defect-free)")]
 
 
+def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two nested config dicts differ (``train.device`` aside)."""
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b, name = saved.get(key), wanted.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, name + ".")
+        elif a != b and name != "train.device":
+            out.append(name)
+    return out
+
+
 def trained(config: RunConfig, run_dir: Path, name: str):
     """Load a finished run from ``run_dir``, or train (resuming an interrupted one) and time it."""
     if (run_dir / "checkpoint.pt").is_file():
         run = load_run(run_dir)
         if len(run.history.epochs) >= run.config.train.epochs:
             print(f"{name}: loaded {run_dir} ({run.history.epochs[-1]['train_time']:.0f} s of training)")
+            changed = _differences(run.config.to_dict(), config.to_dict())
+            if changed:
+                print(f"   note: that run's config differs from today's preset in {', '.join(changed)}; "
+                      f"its figures are that config's (delete the folder to retrain)")
             return run
     t = time.perf_counter()
     run = train(config, run_dir, resume=True, progress=False)
