@@ -69,10 +69,10 @@ class ModelConfig:
             136×136 images at 68×68 through 2 blocks (a 17×17 map, as the paper's 3 blocks give).
         input_norm: how the model scales its [0, 1] input, per image and channel: ``"centre"`` (the
             paper's plain network: ``(x - 0.5) / 0.5``) or ``"abs_deviation"`` (``|x - median(x)| / 0.25``:
-            how far each pixel lies from the image's background gray, its median (over every other row and
-            column), whichever way; a dark
-            defect on a light background and a light one on a dark background then look alike). Not the
-            paper: the ``fast`` character preset uses it (backgrounds and inks of any gray).
+            how far each pixel lies from the image's background gray, its median over every other row and
+            column, whichever way; a dark defect on a light background and a light one on a dark
+            background then look alike). Not the paper: the ``fast`` character preset uses it (its
+            backgrounds and inks are of any gray).
     """
 
     in_channels: int = 1
@@ -472,11 +472,12 @@ class RunConfig:
       epoch, 20 epochs.
     * ``"fast"``: what comes nearest the paper's accuracy soonest on a CPU: each image taken as its
       absolute deviation from its median gray (``input_norm="abs_deviation"``: the characters' ink is
-      darker or lighter than the background at random), averaged 2×2 (68×68), then 2 blocks of 16 and 32 channels with batch normalisation and a ReLU inside each
-      block: the same 17×17 map as the paper's 3 blocks, a visual field of 44 px instead of 50, and
-      about twice the training throughput of 3 blocks of 8/16/32 at full resolution. Adam with a
-      one-cycle schedule (peak 0.003), batch 16, mean loss, 9 epochs of 4,000 samples (about 2 minutes
-      on 2 CPU cores). The README gives the measurements behind this choice.
+      darker or lighter than the background at random), averaged 2×2 (68×68), then 2 blocks of 16 and
+      32 channels with batch normalisation and a ReLU inside each block: the same 17×17 map as the
+      paper's 3 blocks, a visual field of 44 px instead of 50, and about twice the training throughput
+      of 3 blocks of 8/16/32 at full resolution. Adam with a one-cycle schedule (peak 0.003), batch 16,
+      mean loss, 9 epochs of 4,000 samples (about 2.5 minutes on 2 CPU cores). The README gives the
+      measurements behind this choice.
 
     With ``data="textile"`` (DAGM 2007's layout: the generated set, or the real one with ``folder``):
 

@@ -108,8 +108,9 @@ class SACNN(nn.Module):
     """Spatial adversarial CNN: feature extractor + 1×1 competition head.
 
     Input images are float32 ``(B, in_channels, H, W)`` with values in [0, 1]; the model scales them
-    itself (:func:`normalise_input`, by ``config.input_norm``), so callers never normalise. :meth:`forward` returns the per-pixel
-    class logits ``(B, 1 + K, s, t)``; with the block extractor ``s = H // 2**blocks``.
+    itself (:func:`normalise_input`, by ``config.input_norm``), so callers never normalise.
+    :meth:`forward` returns the per-pixel class logits ``(B, 1 + K, s, t)``; with the block extractor
+    ``s = H // 2**blocks``.
 
     Args:
         config: the architecture; see :class:`~sacnn_lab.config.ModelConfig`.
