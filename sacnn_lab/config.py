@@ -67,12 +67,12 @@ class ModelConfig:
             pixels, grows by the same factor; maps are still returned at the input's size. About
             ``input_pool²`` times cheaper, not the paper: the ``fast`` character preset sees the
             136×136 images at 68×68 through 2 blocks (a 17×17 map, as the paper's 3 blocks give).
-        input_norm: how the model scales its [0, 1] input, per image and channel: ``"centre"`` (the
-            paper's plain network: ``(x - 0.5) / 0.5``) or ``"abs_deviation"`` (``|x - median(x)| / 0.25``:
-            how far each pixel lies from the image's background gray, its median over every other row and
-            column, whichever way; a dark defect on a light background and a light one on a dark
-            background then look alike). Not the paper: the ``fast`` character preset uses it (its
-            backgrounds and inks are of any gray).
+        input_norm: how the model scales its [0, 1] input, per image and channel: ``"centre"`` (a plain
+            rescaling, ``(x - 0.5) / 0.5``: the default, and the ``paper`` preset's) or
+            ``"abs_deviation"`` (``|x - median(x)| / 0.25``: how far each pixel lies from the image's
+            background gray, its median over every other row and column, whichever way; a dark defect on
+            a light background and a light one on a dark background then look alike). Not the paper: the
+            ``fast`` character preset uses it (its backgrounds and inks are of any gray).
     """
 
     in_channels: int = 1
