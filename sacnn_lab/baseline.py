@@ -57,8 +57,6 @@ CAM_METHODS: dict[str, str] = {
     "randomcam": "RandomCAM",
 }
 
-# ImageNet statistics of torchvision's weights, averaged over R, G, B for a gray image
-_GRAY_MEAN, _GRAY_STD = 0.449, 0.226
 _WEIGHTS = {"vgg19": "VGG19_Weights", "vgg19_bn": "VGG19_BN_Weights"}
 _warned: set[str] = set()
 
@@ -210,10 +208,7 @@ class VGGBaseline(nn.Module):
                              f"at least {side}×{side}, got {tuple(x.shape[-2:])}")
         if self.config.input_pool > 1:
             x = F.avg_pool2d(x, self.config.input_pool)
-        if self.config.input_norm == "abs_deviation":
-            x = self.features(normalise_input(x, "abs_deviation"))
-        else:
-            x = self.features((x - _GRAY_MEAN) / _GRAY_STD)
+        x = self.features(normalise_input(x, self.config.input_norm))
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
     # ---- what the trainer uses instead of the competition loss ---------------------------------------

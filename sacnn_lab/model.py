@@ -88,20 +88,28 @@ class ConvBlock(nn.Module):
         return self.act(self.pool(self.norm(self.dilated(self.inner(self.conv(x))))))
 
 
+# ImageNet statistics of torchvision's weights, averaged over R, G, B for a gray image
+_GRAY_MEAN, _GRAY_STD = 0.449, 0.226
+
+
 def normalise_input(x: torch.Tensor, how: str = "centre") -> torch.Tensor:
-    """Scale images ``(B, C, H, W)`` in [0, 1] for the network (see ``ModelConfig.input_norm``).
+    """Scale images ``(B, C, H, W)`` in [0, 1] for the network (see ``ModelConfig.input_norm`` and
+    ``BaselineConfig.input_norm``).
 
     ``"centre"``: ``(x - 0.5) / 0.5``, in [-1, 1]. ``"abs_deviation"``: ``|x - m| / 0.25`` with ``m`` the
     median of each image and channel (its background gray), in [0, 4]: the polarity of a defect is gone.
     The median is taken over every other row and column (a quarter of the pixels: 4× cheaper, and a
-    background estimate as good). Returns a tensor of the same shape.
+    background estimate as good). ``"imagenet"``: ``(x - 0.449) / 0.226``, ImageNet's statistics averaged
+    over the colours (what pretrained torchvision weights expect). Returns a tensor of the same shape.
     """
     if how == "centre":
         return (x - 0.5) / 0.5
     if how == "abs_deviation":
         background = x[..., ::2, ::2].flatten(2).median(dim=-1).values[..., None, None]
         return (x - background).abs_().mul_(4.0)
-    raise ValueError(f"unknown input normalisation {how!r}; expected 'centre' or 'abs_deviation'")
+    if how == "imagenet":
+        return (x - _GRAY_MEAN) / _GRAY_STD
+    raise ValueError(f"unknown input normalisation {how!r}; expected 'centre', 'abs_deviation' or 'imagenet'")
 
 
 class SACNN(nn.Module):
