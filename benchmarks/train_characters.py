@@ -32,7 +32,10 @@ def report(name: str, run, test) -> dict:
     m = evaluate(run.model, test)
     last = h.epochs[-1]
     samples = sum(r["samples"] for r in h.epochs)
-    print(f"\n== {name}: {len(h.epochs)} epochs, {samples:,} samples, {last['train_time']:.1f} s of training "
+    d = run.config.data
+    small = sum(r["samples"] for r in h.epochs if r["epoch"] <= d.early_epochs)
+    mix = f"; {small:,} of them at {d.early_size}² px" if small else ""
+    print(f"\n== {name}: {len(h.epochs)} epochs, {samples:,} samples{mix}, {last['train_time']:.1f} s of training "
           f"({samples / last['train_time']:.0f} samples/s)")
     print(f"   test ({len(test)} images, unseen seed): accuracy {m['accuracy']:.4f}, precision {m['precision']:.4f}, "
           f"recall {m['recall']:.4f}, AUROC {m['auroc']:.4f}, pointing game {m['pointing_game']:.4f}")
@@ -69,11 +72,14 @@ def main() -> None:
     print(f"   inference (score + map, batch 256, {dev}): {ips:.0f} images/s")
 
     if args.long:
-        per_epoch = cfg.data.samples_per_epoch / (sum(r["samples"] for r in fast.history.epochs)
-                                                  / fast.history.epochs[-1]["train_time"])
-        epochs = max(1, int(args.long / per_epoch))
-        long_cfg = RunConfig.preset("fast", epochs=epochs, max_time=args.long, device=args.device)
-        report(f"fast recipe, {epochs} epochs, {args.long:.0f} s budget", train(long_cfg, progress=False), test)
+        # the preset's epochs, small and full-size alike, scaled from its ~120 s to the longer budget
+        scale = args.long / 120.0
+        epochs = max(1, round(cfg.train.epochs * scale))
+        early = min(epochs - 1, round(cfg.data.early_epochs * scale))
+        long_cfg = RunConfig.preset("fast", epochs=epochs, early_epochs=early, max_time=args.long,
+                                    device=args.device)
+        report(f"fast recipe, {epochs} epochs ({early} of them at {cfg.data.early_size} px), "
+               f"{args.long:.0f} s budget", train(long_cfg, progress=False), test)
 
     if args.paper:
         pc = RunConfig.preset("paper", epochs=3, device=args.device)

@@ -15,7 +15,7 @@ import torch
 from .history import History, atomic_write_bytes
 from .inference import predict
 from .metrics import classification, pointing_game
-from .trainer import Callback, Trainer
+from .trainer import Callback, Trainer, epoch_steps
 
 CHECKPOINT_FORMAT = "sacnn-lab-checkpoint/1"
 
@@ -54,7 +54,7 @@ class ProgressBar(Callback):
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=trainer.data.steps_per_epoch, desc=f"epoch {epoch}/{trainer.config.epochs}",
+        self.bar = tqdm(total=epoch_steps(trainer.data, epoch), desc=f"epoch {epoch}/{trainer.config.epochs}",
                         unit="step", leave=self.leave)
 
     def on_batch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:

@@ -113,6 +113,11 @@ class GeneratedEpochs:
     ``(e-1)*N … e*N-1`` of the training seed, in batches. New images every epoch, like the authors'
     on-the-fly generator, yet the same images on every machine and on resume.
 
+    With ``early_generator`` (progressive resizing, ``DataConfig.early_size``), epochs
+    ``1 … early_epochs`` draw their samples from it instead, smaller images in batches of
+    ``batch_size · (size / early size)²`` (the same pixels per step); :meth:`steps_in` gives each
+    epoch's number of batches.
+
     Without workers the generator composes ``chunk`` samples per call and the batches are slices of
     them: the same batches (every sample is a pure function of its index), but a call's fixed cost is
     paid once per chunk instead of once per batch (with the glyph atlas warm, calls of 32 images ran
@@ -122,37 +127,60 @@ class GeneratedEpochs:
         generator: the character generator (its glyph cache is shared).
         seed: the training split's seed.
         samples_per_epoch: N.
-        batch_size: samples per batch.
+        batch_size: samples per batch (full-size epochs).
         num_workers: DataLoader worker processes.
         chunk: samples composed per generator call without workers (rounded up to whole batches).
+        early_generator: the generator of the early epochs (smaller images), or ``None``.
+        early_epochs: how many epochs draw from ``early_generator``.
     """
 
     def __init__(self, generator: CharacterGenerator, seed: int, samples_per_epoch: int, batch_size: int,
-                 num_workers: int = 0, chunk: int = 512):
+                 num_workers: int = 0, chunk: int = 512, early_generator: CharacterGenerator | None = None,
+                 early_epochs: int = 0):
         if samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be >= 1, not {samples_per_epoch}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, not {chunk}")
+        if (early_generator is None) != (early_epochs == 0) or early_epochs < 0:
+            raise ValueError(f"early_generator and early_epochs >= 1 go together, not early_epochs={early_epochs}")
         self.generator, self.seed = generator, int(seed)
         self.samples_per_epoch, self.batch_size, self.num_workers = samples_per_epoch, batch_size, num_workers
         self.steps_per_epoch = -(-samples_per_epoch // batch_size)
-        self.chunk = -(-chunk // batch_size) * batch_size
+        self.chunk = chunk
+        self.early_generator, self.early_epochs = early_generator, early_epochs
+        self.early_batch_size = batch_size
+        if early_generator is not None:
+            scale = generator.config.image_size / early_generator.config.image_size
+            self.early_batch_size = max(1, round(batch_size * scale * scale))
+
+    def _epoch_source(self, epoch: int) -> tuple[CharacterGenerator, int]:
+        if epoch < 1:
+            raise ValueError(f"epochs count from 1, not {epoch}")
+        if epoch <= self.early_epochs:
+            return self.early_generator, self.early_batch_size
+        return self.generator, self.batch_size
+
+    def steps_in(self, epoch: int) -> int:
+        """Batches in epoch ``epoch`` (``steps_per_epoch`` except in the early epochs)."""
+        return -(-self.samples_per_epoch // self._epoch_source(epoch)[1])
 
     def loader(self, epoch: int) -> DataLoader | Iterator[dict[str, torch.Tensor]]:
         """The batches of epoch ``epoch``: dicts as :func:`batch_to_dict` makes them."""
-        if epoch < 1:
-            raise ValueError(f"epochs count from 1, not {epoch}")
+        generator, batch_size = self._epoch_source(epoch)
         ds = CharacterDataset(seed=self.seed, length=self.samples_per_epoch,
-                              start=(epoch - 1) * self.samples_per_epoch, generator=self.generator)
+                              start=(epoch - 1) * self.samples_per_epoch, generator=generator)
         if self.num_workers:
-            return make_loader(ds, self.batch_size, shuffle=False, num_workers=self.num_workers)
-        return self._chunked(ds)
+            return make_loader(ds, batch_size, shuffle=False, num_workers=self.num_workers)
+        return self._chunked(ds, batch_size)
 
-    def _chunked(self, ds: CharacterDataset) -> Iterator[dict[str, torch.Tensor]]:
-        for lo in range(0, len(ds), self.chunk):
-            part = ds.__getitems__(range(lo, min(lo + self.chunk, len(ds))))
-            for b in range(0, len(part["label"]), self.batch_size):
-                yield {k: v[b:b + self.batch_size] for k, v in part.items()}
+    def _chunked(self, ds: CharacterDataset, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        chunk = -(-self.chunk // batch_size) * batch_size
+        for lo in range(0, len(ds), chunk):
+            part = ds.__getitems__(range(lo, min(lo + chunk, len(ds))))
+            for b in range(0, len(part["label"]), batch_size):
+                yield {k: v[b:b + batch_size] for k, v in part.items()}
 
 
 class FolderSet:

@@ -29,11 +29,19 @@ from .history import History
 
 class EpochSource(Protocol):
     """Training data: ``loader(epoch)`` yields batches (dicts with ``image`` (B, 1, H, W) float in [0, 1]
-    and ``label`` (B,) int64); ``steps_per_epoch`` is the number of batches of one epoch."""
+    and ``label`` (B,) int64); ``steps_per_epoch`` is the number of batches of one epoch. A source whose
+    epochs differ in length (progressive resizing) also has ``steps_in(epoch)``; see :func:`epoch_steps`."""
 
     steps_per_epoch: int
 
     def loader(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]: ...
+
+
+def epoch_steps(data: EpochSource, epoch: int) -> int:
+    """Batches in epoch ``epoch`` (from 1) of ``data``: its ``steps_in(epoch)`` where it has one, else its
+    ``steps_per_epoch``."""
+    steps_in = getattr(data, "steps_in", None)
+    return int(steps_in(epoch)) if steps_in is not None else int(data.steps_per_epoch)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -138,7 +146,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.history = history or History()
         self.optimizer = build_optimizer(self.model, config)
-        self.total_steps = config.epochs * data.steps_per_epoch
+        self.total_steps = sum(epoch_steps(data, e) for e in range(1, config.epochs + 1))
         self.scheduler = build_scheduler(self.optimizer, config, self.total_steps)
         self.amp = bool(config.amp and self.device.type == "cuda")
         self.amp_dtype = torch.bfloat16 if (self.amp and torch.cuda.is_bf16_supported()) else torch.float16
@@ -250,7 +258,7 @@ class Trainer:
                       "train_precision": counts["tp"] / pp if pp else math.nan,
                       "samples": seen, "steps": self.step, "train_time": self.train_time,
                       "epoch_seconds": time.perf_counter() - t_epoch, "lr": self.optimizer.param_groups[0]["lr"],
-                      "partial": bool(self.should_stop and self.data.steps_per_epoch > len(losses))}
+                      "partial": bool(self.should_stop and epoch_steps(self.data, epoch) > len(losses))}
             self.history.epochs.append(record)
             self._emit("on_epoch_end", record)
         self._emit("on_fit_end")

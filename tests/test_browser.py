@@ -48,7 +48,7 @@ def lab(tmp_path):
     nb = nbformat.read(ROOT / "notebooks" / "03_convergence.ipynb", as_version=4)
     for cell in nb.cells:
         if "parameters" in cell.metadata.get("tags", []):
-            cell.source = f"run_dir = {str(tmp_path / 'run')!r}\nepochs = 3\nsamples_per_epoch = 48"
+            cell.source = f"run_dir = {str(tmp_path / 'run')!r}\nepochs = 3\nearly_epochs = 0\nsamples_per_epoch = 48"
     nbformat.write(nb, tmp_path / "03_convergence.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt")}

@@ -12,7 +12,7 @@ from PIL import Image
 from data_gen.__main__ import main as data_main
 from sacnn_lab.cli import main
 
-TINY = ["--epochs", "1", "--samples-per-epoch", "32", "--batch-size", "16", "--val-size", "16",
+TINY = ["--epochs", "1", "--early-epochs", "0", "--samples-per-epoch", "32", "--batch-size", "16", "--val-size", "16",
         "--test-size", "24", "--quiet"]
 
 

@@ -15,8 +15,8 @@ from sacnn_lab.config import BaselineConfig, DataConfig, ModelConfig, RunConfig,
 from sacnn_lab.experiment import load_model, load_run, split, train
 from sacnn_lab.trainer import Callback
 
-CLI_TINY = ["--epochs", "1", "--samples-per-epoch", "32", "--batch-size", "16", "--val-size", "16",
-            "--test-size", "12", "--quiet"]
+CLI_TINY = ["--epochs", "1", "--early-epochs", "0", "--samples-per-epoch", "32", "--batch-size", "16",
+            "--val-size", "16", "--test-size", "12", "--quiet"]
 
 
 def tiny(model, **train_kw) -> RunConfig:

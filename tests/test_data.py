@@ -58,3 +58,26 @@ def test_training_batches_do_not_depend_on_chunks_or_workers(generator):
     assert not torch.equal(ref[0][0]["index"], ref[1][0]["index"])
     with pytest.raises(ValueError, match="chunk"):
         GeneratedEpochs(generator, seed=4, samples_per_epoch=22, batch_size=8, chunk=0)
+
+
+def test_early_epochs_draw_smaller_images_in_batches_of_the_same_pixels(faces):
+    """Progressive resizing: epochs 1..early_epochs come from the small generator, 4× the batch at half
+    the side; later epochs are full size; each epoch's batch count is what steps_in says."""
+    from dataclasses import replace
+
+    from data_gen.characters import CharacterConfig, CharacterGenerator
+
+    cfg = CharacterConfig(image_size=64, char_size=(14, 16), distractor_scales=(0.3, 3.0), centre_offset=(-4, 4))
+    big = CharacterGenerator(cfg, faces=faces)
+    small = CharacterGenerator(replace(cfg, image_size=32), faces=faces)
+    data = GeneratedEpochs(big, seed=4, samples_per_epoch=40, batch_size=4, early_generator=small,
+                           early_epochs=2)
+    assert data.early_batch_size == 16
+    for epoch, side, sizes in ((1, 32, [16, 16, 8]), (2, 32, [16, 16, 8]), (3, 64, [4] * 10)):
+        got = list(data.loader(epoch))
+        assert [len(b["label"]) for b in got] == sizes and data.steps_in(epoch) == len(sizes)
+        assert {tuple(b["image"].shape[-2:]) for b in got} == {(side, side)}
+    # the same indices as a full-size epoch would draw: the sample, only smaller
+    assert torch.equal(next(iter(data.loader(2)))["index"][:4], torch.arange(40, 44))
+    with pytest.raises(ValueError, match="go together"):
+        GeneratedEpochs(big, seed=4, samples_per_epoch=40, batch_size=4, early_epochs=2)

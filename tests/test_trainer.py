@@ -187,6 +187,39 @@ def test_bad_train_config_is_a_clear_error():
         RunConfig.preset("slow")
     with pytest.raises(ValueError, match="differ"):
         DataConfig(train_seed=1, val_seed=1)
+    with pytest.raises(ValueError, match="fewer than epochs"):
+        RunConfig.preset("fast", epochs=9)  # the preset's 13 small-image epochs would leave none full size
+    assert RunConfig.preset("fast", epochs=9, early_epochs=0).data.early_size == 68  # off: full size throughout
+    for bad, match in ((dict(early_epochs=3), "needs early_size"),
+                       (dict(early_size=136, early_epochs=1), "smaller"),
+                       (dict(early_size=40, early_epochs=1), "does not fit the characters"),
+                       (dict(source="textile", early_size=256, early_epochs=1), "source='characters'")):
+        with pytest.raises(ValueError, match=match):
+            DataConfig(**bad)
+
+
+def test_progressive_resizing_trains_and_its_schedule_counts_every_step(tmp_path):
+    """Early epochs on 36 px images (batches of round(16 · (64 / 36)²) = 51) then full size; the one-cycle
+    schedule spans the steps of both, so it ends annealed at the last step."""
+    cfg = tiny_config(epochs=3)
+    chars = replace(cfg.data.characters, centre_offset=(-4, 4))  # within a quarter of 36 px
+    cfg = cfg.updated(characters=chars, early_size=36, early_epochs=2, samples_per_epoch=128)
+    run = train(cfg, progress=False)
+    steps = [r["steps"] for r in run.history.epochs]
+    assert steps == [3, 6, 14] and all(r["samples"] == 128 for r in run.history.epochs)
+    assert run.history.epochs[-1]["lr"] < 1e-3 * cfg.train.lr
+    assert not any(r["partial"] for r in run.history.epochs)
+
+
+def test_long_character_runs_render_their_glyphs_before_the_clock_starts(monkeypatch):
+    from sacnn_lab import experiment
+
+    calls = []
+    monkeypatch.setattr(CharacterGenerator, "warm_up", lambda self, progress=False: calls.append(self) or 0)
+    experiment._training_data(tiny_config())
+    assert calls == []
+    experiment._training_data(tiny_config(epochs=experiment.WARM_UP_SAMPLES // 48 + 1))
+    assert len(calls) == 1
 
 
 def test_history_load_names_a_missing_folder(tmp_path):
@@ -199,7 +232,7 @@ def test_run_config_round_trip():
     assert RunConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
     assert cfg.train.optimizer == "sgd" and cfg.train.lr == 0.01 and cfg.train.batch_size == 64
     assert cfg.data.samples_per_epoch == 100_000 and cfg.model.norm == "none" and cfg.model.num_blocks == 3
-    fast = RunConfig.preset("fast", epochs=1)
+    fast = RunConfig.preset("fast", epochs=1, early_epochs=0)
     assert fast.train.epochs == 1 and replace(fast.train, lr=1.0).lr == 1.0
 
 
