@@ -200,7 +200,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
         ckpt = run_dir / "checkpoint.pt"
         if resume and ckpt.is_file():
             state = read_checkpoint(ckpt)
-            if state["config"] != _plain(config.to_dict()):
+            # a run saved before a config field existed has that field's default
+            if _plain(RunConfig.from_dict(state["config"]).to_dict()) != _plain(config.to_dict()):
                 raise ValueError(f"{ckpt} was trained with another configuration; resume with the same "
                                  f"config, or choose another run folder")
             history = History.load(run_dir)

@@ -92,6 +92,20 @@ def test_existing_run_is_not_overwritten(tiny_run):
         train(tiny_config(), tiny_run.run_dir, progress=False)
 
 
+def test_a_run_saved_before_a_config_field_existed_resumes(tiny_run, tmp_path):
+    """Its checkpoint lacks the newer field: the default fills it, so the configs still match."""
+    import shutil
+
+    run_dir = tmp_path / "old"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    state = read_checkpoint(run_dir / "checkpoint.pt")
+    for key in ("early_size", "early_epochs"):
+        del state["config"]["data"][key]
+    torch.save(state, run_dir / "checkpoint.pt")
+    run = train(tiny_config(), run_dir, resume=True, progress=False)  # already done: nothing to add
+    assert len(run.history.epochs) == len(tiny_run.history.epochs)
+
+
 def test_resume_with_another_config_is_refused(tiny_run):
     with pytest.raises(ValueError, match="another configuration"):
         train(tiny_config(lr=1e-2), tiny_run.run_dir, resume=True, progress=False)
