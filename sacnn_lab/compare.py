@@ -24,7 +24,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .inference import Prediction, _as_images, memory_format_of, predict
+from .inference import Prediction, _as_images, memory_format_of, pass_size, predict
 from .metrics import localisation_table, summarise
 from .plots import compare_maps
 from .trainer import model_image_scores
@@ -78,15 +78,18 @@ def method_name(model: nn.Module) -> str:
 
 
 def _forward_scores(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Image scores from forward passes only (no map), as a plain classifier would give them."""
+    """Image scores from forward passes only (no map), as a plain classifier would give them, in passes of
+    the size :func:`~sacnn_lab.inference.predict` would use (cache-sized on the CPU), so that the two timings
+    differ by the map alone."""
     out = []
     fmt = memory_format_of(model)  # the inputs predict would give it
+    step = pass_size(batch_size, x.shape[-2], x.shape[-1], device)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, x.shape[0], batch_size):
-                chunk = x[start:start + batch_size].to(device).contiguous(memory_format=fmt)
+            for start in range(0, x.shape[0], step):
+                chunk = x[start:start + step].to(device).contiguous(memory_format=fmt)
                 out.append(model_image_scores(model, model(chunk)).cpu())
     finally:
         model.train(was_training)

@@ -106,6 +106,14 @@ def memory_format_of(model: nn.Module) -> torch.memory_format:
 
 
 CPU_PIXELS_PER_PASS = 2 * 512 * 512
+
+
+def pass_size(batch_size: int, height: int, width: int, device: torch.device) -> int:
+    """Images per forward pass: ``batch_size``, on the CPU at most :data:`CPU_PIXELS_PER_PASS` pixels' worth
+    of ``height × width`` images (see :func:`predict`)."""
+    if device.type == "cpu":
+        return max(1, min(batch_size, CPU_PIXELS_PER_PASS // (height * width)))
+    return batch_size
 """On the CPU, :func:`predict` runs forward passes of at most this many input pixels (28 character images of
 136², 2 textile images of 512²): small enough to stay in the cache; measured about twice as fast as batches
 of 256 on our 2-core machine for both sizes."""
@@ -167,8 +175,7 @@ def predict(
         device = torch.device(device)
         model.to(device)
     height, width = x.shape[-2:]
-    if device.type == "cpu":
-        batch_size = max(1, min(batch_size, CPU_PIXELS_PER_PASS // (height * width)))
+    batch_size = pass_size(batch_size, height, width, device)
     # channels-last runs the convolutions markedly faster on CPU and CUDA; the values do not change
     model.to(memory_format=torch.channels_last)
 
