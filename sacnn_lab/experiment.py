@@ -193,23 +193,25 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
     Returns:
         The :class:`Run`, its model on the CPU in eval mode.
     """
-    data, val, probe = _training_data(config, progress)
+    plain = _plain(config.to_dict())
     state, history = None, None
-    if run_dir is not None:
+    if run_dir is not None:  # a refused folder says so before any data is drawn or glyph rendered
         run_dir = Path(run_dir)
         ckpt = run_dir / "checkpoint.pt"
         if resume and ckpt.is_file():
             state = read_checkpoint(ckpt)
             # a run saved before a config field existed has that field's default
-            if _plain(RunConfig.from_dict(state["config"]).to_dict()) != _plain(config.to_dict()):
+            if _plain(RunConfig.from_dict(state["config"]).to_dict()) != plain:
                 raise ValueError(f"{ckpt} was trained with another configuration; resume with the same "
                                  f"config, or choose another run folder")
             history = History.load(run_dir)
         elif ckpt.is_file() and not resume:
             raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) to continue "
                                   f"it, or choose another folder")
+    data, val, probe = _training_data(config, progress)
+    if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(_plain(config.to_dict()), indent=1))
+        (run_dir / "config.json").write_text(json.dumps(plain, indent=1))
     model = build_model(config, pretrained=state is None)  # a resumed run's weights come from its checkpoint
     t = config.train
     cbs: list[Callback] = [NanGuard()]
@@ -219,13 +221,13 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
             Evaluator(val.images, val.labels, val.boxes, "val", every=t.eval_every,
                       batch_size=t.eval_batch_size, masks=_pointing_masks(val))]
     if run_dir is not None:
-        cbs.append(Checkpointer(run_dir, _plain(config.to_dict())))
+        cbs.append(Checkpointer(run_dir, plain))
     if progress:
         cbs.append(ProgressBar())
     trainer = Trainer(model, t, data, [*cbs, *callbacks], history)
     if state is not None:
         trainer.load_state_dict(state)
-    trainer.history.config = _plain(config.to_dict())
+    trainer.history.config = plain
     trainer.fit()
     model = trainer.model.to("cpu").eval()
     return Run(config, model, trainer.history, run_dir)
