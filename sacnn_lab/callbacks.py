@@ -25,10 +25,13 @@ class NanGuard(Callback):
 
     def on_batch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if not math.isfinite(record["loss"]):
+            clip = trainer.config.grad_clip
+            clipping = (f"clip the gradients' norm lower (now {clip:.3g})" if clip is not None else
+                        "clip the gradients' norm (grad_clip=20, --grad-clip 20)")
             raise FloatingPointError(
                 f"the training loss became {record['loss']} at epoch {record['epoch']}, step {record['step']}: "
-                f"lower the learning rate (now {trainer.optimizer.param_groups[0]['lr']:.3g}) or use "
-                f"reduction='mean' / normalisation")
+                f"lower the learning rate (now {trainer.optimizer.param_groups[0]['lr']:.3g}), {clipping}, or "
+                f"use reduction='mean' / normalisation")
 
 
 class TimeBudget(Callback):

@@ -62,7 +62,7 @@ def _run_config(args: argparse.Namespace):
     train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("optimizer", args.optimizer), ("device", args.device),
                                ("max_time", args.max_time), ("num_workers", args.workers),
-                               ("seed", args.seed)) if v is not None}
+                               ("seed", args.seed), ("grad_clip", args.grad_clip)) if v is not None}
     cfg.train = replace(cfg.train, **train)
     data = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("val_size", args.val_size),
                               ("test_size", args.test_size), ("early_epochs", args.early_epochs))
@@ -94,6 +94,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "0: full size throughout")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--grad-clip", type=float, metavar="NORM",
+                   help="clip the gradients' total norm before each step (the paper preset on a GPU: 20)")
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     p.add_argument("--ratio", type=float, help="defect-free training images per defective one")
     p.add_argument("--val-size", type=int)

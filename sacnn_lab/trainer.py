@@ -44,6 +44,22 @@ def epoch_steps(data: EpochSource, epoch: int) -> int:
     return int(steps_in(epoch)) if steps_in is not None else int(data.steps_per_epoch)
 
 
+@contextlib.contextmanager
+def cudnn_determinism(on: bool = True):
+    """While inside (when ``on``): cuDNN's deterministic algorithms only, and no benchmarking of
+    algorithms; the previous flags are restored on the way out."""
+    if not on:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto"``: CUDA if available, then Apple MPS, then CPU; otherwise the named device.
 
@@ -197,6 +213,9 @@ class Trainer:
         loss = self.loss(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self._advance_schedule()
@@ -228,6 +247,10 @@ class Trainer:
 
     def fit(self) -> History:
         """Train until ``config.epochs`` are done (or a callback stops the run); returns the history."""
+        with cudnn_determinism(self.config.deterministic and self.device.type == "cuda"):
+            return self._fit()
+
+    def _fit(self) -> History:
         self._emit("on_fit_start")
         while self.epoch < self.config.epochs and not self.should_stop:
             epoch = self.epoch + 1

@@ -13,7 +13,7 @@ from data_gen.__main__ import main as data_main
 from sacnn_lab.cli import main
 
 TINY = ["--epochs", "1", "--early-epochs", "0", "--samples-per-epoch", "32", "--batch-size", "16", "--val-size", "16",
-        "--test-size", "24", "--quiet"]
+        "--test-size", "24", "--grad-clip", "20", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def run_dir(tmp_path_factory):
 def test_train_writes_a_run_folder(run_dir, capsys):
     for name in ("config.json", "checkpoint.pt", "history.json", "history.npz"):
         assert (run_dir / name).is_file()
+    assert json.loads((run_dir / "config.json").read_text())["train"]["grad_clip"] == 20
 
 
 def test_evaluate_generated_split_as_json(run_dir, capsys):

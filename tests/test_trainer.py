@@ -17,6 +17,7 @@ from sacnn_lab.experiment import evaluate, load_model, load_run, split, train
 from sacnn_lab.history import History
 from sacnn_lab.inference import predict
 from sacnn_lab.metrics import pointing_game
+from sacnn_lab.model import SACNN
 from sacnn_lab.trainer import Callback, Trainer
 
 
@@ -156,8 +157,39 @@ def test_nan_loss_stops_with_epoch_and_step(generator):
     b = batch_to_dict(generator.generate(0, np.arange(8)))
     trainer = Trainer(NanModel(), TrainConfig(epochs=2, device="cpu", channels_last=False),
                       FixedBatches([b, b]), [NanGuard()])
-    with pytest.raises(FloatingPointError, match=r"epoch 1, step 2"):
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 2: .*--grad-clip 20"):
         trainer.fit()
+
+
+def test_grad_clip_caps_the_step(generator):
+    """Plain SGD at lr 1: each step moves the weights by the gradient, so by at most the clip norm."""
+    b = batch_to_dict(generator.generate(0, np.arange(16)))
+
+    def step_size(clip):
+        torch.manual_seed(0)
+        model = SACNN(ModelConfig(channels=(4, 8), norm="none"))
+        trainer = Trainer(model, TrainConfig(epochs=1, lr=1.0, grad_clip=clip, device="cpu", channels_last=False),
+                          FixedBatches([b]))
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        trainer.fit()
+        return (torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm().item()
+
+    free = step_size(None)
+    assert free > 1e-3
+    assert step_size(free / 10) == pytest.approx(free / 10, rel=1e-3)  # clipped to the norm asked for
+    assert step_size(free * 10) == pytest.approx(free, rel=1e-6)  # a loose clip changes nothing
+
+
+def test_deterministic_cudnn_flags_are_restored():
+    from sacnn_lab.trainer import cudnn_determinism
+
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    with cudnn_determinism(True):
+        assert cudnn.deterministic and not cudnn.benchmark
+    assert (cudnn.deterministic, cudnn.benchmark) == before
+    with cudnn_determinism(False):
+        assert (cudnn.deterministic, cudnn.benchmark) == before
 
 
 def test_tiny_model_overfits_and_its_map_points_at_the_character(faces):
@@ -168,7 +200,6 @@ def test_tiny_model_overfits_and_its_map_points_at_the_character(faces):
     gen = CharacterGenerator(cfg, faces=faces[:4])
     data = gen.generate(0, np.arange(64))
     torch.manual_seed(0)
-    from sacnn_lab.model import SACNN
 
     model = SACNN(ModelConfig(channels=(8, 16), norm="batch", inner_relu=True))
     trainer = Trainer(model, TrainConfig(epochs=90, optimizer="adam", lr=3e-3, reduction="mean", device="cpu",
@@ -194,7 +225,7 @@ def test_time_budget_stops_the_run(tmp_path):
 
 def test_bad_train_config_is_a_clear_error():
     for bad in (dict(optimizer="rmsprop"), dict(schedule="step"), dict(epochs=0), dict(device="tpu"),
-                dict(class_weights=(1.0,)), dict(max_time=0)):
+                dict(class_weights=(1.0,)), dict(max_time=0), dict(grad_clip=0)):
         with pytest.raises((ValueError, TypeError)):
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="preset"):
@@ -264,7 +295,6 @@ class _Batches:
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
 def test_a_time_budget_moves_the_schedule_on_so_it_still_anneals(schedule):
-    from sacnn_lab.model import SACNN
 
     cfg = TrainConfig(epochs=1, batch_size=4, optimizer="adam", lr=1e-2, schedule=schedule, max_time=100.0)
     free = Trainer(SACNN(ModelConfig(channels=(4,))), replace(cfg, max_time=None), _Batches(10))
