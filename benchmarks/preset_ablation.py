@@ -4,6 +4,7 @@
     python benchmarks/preset_ablation.py lr=0.02              # peak learning rate
     python benchmarks/preset_ablation.py first_stride=2 epochs=7
     python benchmarks/preset_ablation.py inner_relu=False norm=none channels=8,16,32
+    python benchmarks/preset_ablation.py epochs=75 early_epochs=55 max_time=600 --out runs/long55
 
 Values are parsed as Python literals where possible (``8,16,32`` becomes a tuple). Prints the training
 time, samples, validation accuracy per epoch, and test accuracy / pointing game on ``--test`` images of
@@ -36,10 +37,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("changes", nargs="*", help="field=value pairs")
     p.add_argument("--test", type=int, default=2000, help="test images (unseen seed)")
+    p.add_argument("--out", help="keep the run in this folder (config, checkpoint, history)")
     args = p.parse_args()
     changes = parse(args.changes)
-    cfg = RunConfig.preset("fast", val_size=500, **changes)
-    run = train(cfg, progress=False)
+    cfg = RunConfig.preset("fast", **{"val_size": 500, **changes})
+    run = train(cfg, args.out, progress=False)
     h = run.history
     m = evaluate(run.model, split(cfg, "test", n=args.test))
     print(f"{changes or 'fast preset'}: {h.epochs[-1]['train_time']:.0f} s of training, "
