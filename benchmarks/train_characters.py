@@ -1,7 +1,7 @@
 """SACNN on the character set: accuracy against training time, throughput, and the paper's preset.
 
     python benchmarks/train_characters.py                 # fast preset (~2 min) + throughput
-    python benchmarks/train_characters.py --long 600      # also a 10-minute run of the fast recipe
+    python benchmarks/train_characters.py --long 600      # also a 10-minute run of the fast recipe (peak lr 0.002)
     python benchmarks/train_characters.py --paper 4096    # also the paper preset on a reduced epoch
 
 Prints, for the ``fast`` preset on this machine: training wall time, test accuracy on a balanced split of
@@ -25,6 +25,9 @@ from sacnn_lab.config import RunConfig
 from sacnn_lab.experiment import evaluate, split, train
 from sacnn_lab.inference import predict
 from sacnn_lab.trainer import resolve_device
+
+
+LONG_LR = 2e-3  # --long: the one-cycle's peak learning rate
 
 
 def report(name: str, run, test) -> dict:
@@ -76,9 +79,11 @@ def main() -> None:
         scale = args.long / 120.0
         epochs = max(1, round(cfg.train.epochs * scale))
         early = min(epochs - 1, round(cfg.data.early_epochs * scale))
-        long_cfg = RunConfig.preset("fast", epochs=epochs, early_epochs=early, max_time=args.long,
+        # a lower peak for the 5× longer schedule: in 10 minutes 99.60 / 99.65 % (seeds 0 / 1) against
+        # 99.45 % at the preset's 0.003 (README, "Longer and slower")
+        long_cfg = RunConfig.preset("fast", epochs=epochs, early_epochs=early, max_time=args.long, lr=LONG_LR,
                                     device=args.device)
-        report(f"fast recipe, {epochs} epochs ({early} of them at {cfg.data.early_size} px), "
+        report(f"fast recipe, {epochs} epochs ({early} of them at {cfg.data.early_size} px), peak lr {LONG_LR}, "
                f"{args.long:.0f} s budget", train(long_cfg, progress=False), test)
 
     if args.paper:
