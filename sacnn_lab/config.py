@@ -10,7 +10,7 @@ checkpoints. Further configs (training, data) belong in this module too.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 NORMS = ("none", "batch", "group")
@@ -393,14 +393,10 @@ class DataConfig:
 
     def eval_characters(self) -> Any:
         """The generator knobs of the validation / test / probe sets: training's, at ``eval_ratio``."""
-        from dataclasses import replace
-
         return replace(self.characters, ratio=self.eval_ratio)
 
     def early_characters(self) -> Any:
         """The generator knobs of the early epochs: training's, at ``early_size`` px a side."""
-        from dataclasses import replace
-
         return replace(self.characters, image_size=self.early_size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -599,8 +595,6 @@ class RunConfig:
         Raises:
             ValueError: a name that none of the three configs has.
         """
-        from dataclasses import replace
-
         parts = {"model": self.model, "data": self.data, "train": self.train}
         routed: dict[str, dict[str, Any]] = {k: {} for k in parts}
         for key, value in changes.items():
