@@ -268,10 +268,12 @@ def paper_preset(results: dict, workers: int, budget: float, variant: str = "") 
     _summary(key, run, test, results)
 
 
-def textile_paper(results: dict, budget: float) -> None:
-    _section(f"6. the textile paper preset on CUDA (5 blocks, 512×512, batch 16, SGD), budget {budget:.0f} s")
+def textile_paper(results: dict, budget: float, variant: str = "") -> None:
+    changes = _overrides(variant)
+    _section(f"6. the textile paper preset on CUDA (5 blocks, 512×512, batch 16, SGD), budget {budget:.0f} s; "
+             f"changed: {changes or 'nothing'}")
     cfg = RunConfig.preset("paper", data="textile", device=DEVICE.type, max_time=budget,
-                           **({"samples_per_epoch": 16, "test_size": 16} if SMOKE else {}))
+                           **({"samples_per_epoch": 16, "test_size": 16} if SMOKE else {}), **changes)
     t0 = time.perf_counter()
     test = textile_split(cfg, "Test")
     print(f"   the generated textile set: {time.perf_counter() - t0:.0f} s")
@@ -282,7 +284,7 @@ def textile_paper(results: dict, budget: float) -> None:
     print(f"   {len(h.epochs)} epochs, {samples:,} images in {h.epochs[-1]['train_time']:.1f} s "
           f"({samples / h.epochs[-1]['train_time']:.0f} images/s); test accuracy {m['accuracy']:.4f}, "
           f"AUROC {m['auroc']:.4f}, pointing game {m['pointing_game']:.4f}")
-    results["textile_paper"] = {"epochs": len(h.epochs), "samples": samples,
+    results[f"textile_paper {variant}".strip()] = {"epochs": len(h.epochs), "samples": samples,
                                 "train_seconds": h.epochs[-1]["train_time"], "test": m}
 
 
@@ -293,6 +295,7 @@ def main() -> None:
     p.add_argument("--paper-variants", nargs="*", default=[""],
                    help="paper runs, each with its changes, e.g. '' 'amp=0' 'seed=1,grad_clip=10'")
     p.add_argument("--textile-time", type=float, default=40.0, help="textile paper run budget (s); 0 skips it")
+    p.add_argument("--textile-variant", default="", help="the textile paper run's changes, e.g. 'grad_clip=20'")
     p.add_argument("--skip", nargs="*", default=(), choices=("agreement", "repeat", "speed", "fast", "paper"))
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--device", default="cuda", help="cuda (default), or cpu to try the script with --smoke")
@@ -322,7 +325,7 @@ def main() -> None:
              *[("paper", functools.partial(paper_preset, results, args.workers, args.paper_time, v))
                for v in args.paper_variants]]
     if args.textile_time > 0:
-        steps.append(("textile", lambda: textile_paper(results, args.textile_time)))
+        steps.append(("textile", lambda: textile_paper(results, args.textile_time, args.textile_variant)))
     for name, fn in steps:
         if name in args.skip:
             continue
