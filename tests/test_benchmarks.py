@@ -1,0 +1,60 @@
+"""The benchmark scripts stay runnable: each parses its arguments, and the GPU check runs end to end on the CPU.
+
+The figures themselves are measured by hand (README, *Measured*); here only the scripts' plumbing is tried,
+so that a change in the package cannot leave a benchmark broken until the next time a GPU is at hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(BENCHMARKS.glob("*.py"))
+
+
+def _run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=BENCHMARKS.parent, env={**os.environ, **(env or {})})
+
+
+def test_every_benchmark_is_found():
+    assert {p.name for p in SCRIPTS} >= {"cuda_check.py", "compare_gradcam.py", "train_characters.py",
+                                         "train_textile.py", "generator_speed.py", "preset_ablation.py"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_benchmark_parses_its_arguments(script):
+    res = _run(str(script), "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage:")
+
+
+def test_cuda_check_runs_on_the_cpu(tmp_path):
+    out = tmp_path / "check.json"
+    res = _run("benchmarks/cuda_check.py", "--device", "cpu", "--smoke", "--skip", "repeat", "speed", "fast",
+               "--paper-time", "2", "--paper-variants", "grad_clip=20,amp=0", "--textile-time", "0",
+               "--json", str(out))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "changed: {'grad_clip': 20, 'amp': False}" in res.stdout
+    figures = json.loads(out.read_text())
+    assert figures["device"] == "cpu"
+    # on the CPU the "CUDA" side is the CPU again (channels-last): the same winners, the gradient's rule holds
+    assert figures["agreement"]["paper"]["cuda_fp32"]["same_peak"] == 1.0
+    assert figures["agreement"]["fast"]["cuda_fp32"]["max_abs_map"] < 1e-4
+    assert figures["gradient_winner_only"] is True
+    paper = figures["paper grad_clip=20,amp=0"]
+    assert paper["epochs"] == 1 and paper["samples"] > 0
+    assert 0.0 <= paper["test"]["accuracy"] <= 1.0
+
+
+def test_cuda_check_refuses_without_cuda_by_default():
+    res = _run("benchmarks/cuda_check.py", "--skip", "agreement", "repeat", "speed", "fast", "paper",
+               "--textile-time", "0", timeout=120, env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU, even on one
+    assert res.returncode != 0
+    assert "needs a CUDA device" in res.stderr
