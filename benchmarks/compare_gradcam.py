@@ -24,12 +24,14 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
+from sacnn_lab.callbacks import ProgressBar
 from sacnn_lab.compare import compare, map_cost
 from sacnn_lab.config import BASELINE_PRESETS, RunConfig
 from sacnn_lab.experiment import load_run, split, train
@@ -67,7 +69,9 @@ def trained(config: RunConfig, run_dir: Path, name: str):
                       f"its figures are that config's (delete the folder to retrain)")
             return run
     t = time.perf_counter()
-    run = train(config, run_dir, resume=True, progress=False)
+    # one line per epoch (bars too at a terminal): the baseline alone trains for minutes
+    run = train(config, run_dir, resume=True, progress=False,
+                callbacks=[ProgressBar(bars=sys.stderr.isatty())])
     last = run.history.epochs[-1]
     print(f"{name}: trained in {time.perf_counter() - t:.0f} s wall ({last['train_time']:.0f} s of training steps), "
           f"validation accuracy {last['val_accuracy']:.4f}")

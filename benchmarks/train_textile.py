@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from data_gen.textile import write_textile
+from sacnn_lab.callbacks import ProgressBar
 from sacnn_lab.config import RunConfig
 from sacnn_lab.data import FolderSet, textile_folder
 from sacnn_lab.experiment import evaluate, load_run, split, train
@@ -76,7 +77,7 @@ def main() -> None:
         run = load_run(args.out)  # report a finished run again
         print(f"loaded {args.out}")
     else:
-        run = train(cfg, args.out, progress=False)
+        run = train(cfg, args.out, progress=False, callbacks=[ProgressBar(bars=False)])  # a line per epoch
     wall = time.perf_counter() - t
     h, last = run.history, run.history.epochs[-1]
     images = sum(r["samples"] for r in h.epochs)

@@ -48,13 +48,21 @@ class TimeBudget(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm progress bar per epoch (``tqdm.auto``: a widget in notebooks) and one summary line per epoch."""
+    """A tqdm progress bar per epoch (``tqdm.auto``: a widget in notebooks) and one summary line per epoch.
 
-    def __init__(self, leave: bool = False):
+    Args:
+        leave: keep each epoch's bar when it ends.
+        bars: ``False``: the summary lines only (for logs, where a bar's redrawing is noise).
+    """
+
+    def __init__(self, leave: bool = False, bars: bool = True):
         self.leave = leave
+        self.bars = bars
         self.bar = None
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        if not self.bars:
+            return
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=epoch_steps(trainer.data, epoch), desc=f"epoch {epoch}/{trainer.config.epochs}",

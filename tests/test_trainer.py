@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from data_gen.characters import CharacterConfig, CharacterGenerator
-from sacnn_lab.callbacks import NanGuard, read_checkpoint
+from sacnn_lab.callbacks import NanGuard, ProgressBar, read_checkpoint
 from sacnn_lab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sacnn_lab.data import batch_to_dict
 from sacnn_lab.experiment import evaluate, load_model, load_run, split, train
@@ -221,6 +221,16 @@ def test_time_budget_stops_the_run(tmp_path):
     run = train(tiny_config(max_time=1e-3, epochs=3), progress=False)
     assert len(run.history.epochs) == 1 and run.history.epochs[0]["partial"]
     assert run.history.epochs[0]["samples"] == 16
+
+
+def test_progress_lines_without_bars(capsys):
+    """``ProgressBar(bars=False)`` (the benchmarks' logs): one summary line per epoch and no bar."""
+    train(tiny_config(), progress=False, callbacks=[ProgressBar(bars=False)])
+    out = capsys.readouterr()
+    lines = [line for line in out.out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2"]
+    assert all("val_accuracy" in line and "s of training" in line for line in lines)
+    assert "step/s" not in out.err + out.out and "it/s" not in out.err + out.out
 
 
 def test_bad_train_config_is_a_clear_error():
