@@ -197,14 +197,22 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 class Checkpointer(Callback):
     """After every epoch, writes ``run_dir/checkpoint.pt`` and the history (``history.json/.npz``)
-    atomically; an interrupted run resumes from there."""
+    atomically; an interrupted run resumes from there.
 
-    def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any]):
+    With ``best`` (a figure of the epoch records, higher is better, e.g. ``"val_pointing_game"``) it also
+    writes ``run_dir/best.pt`` whenever an epoch beats every earlier one (:meth:`History.best_epoch`; the
+    earlier ones are read from the history, so a resumed run keeps the same best).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any], best: str | None = None):
         self.run_dir = Path(run_dir)
         self.config = config
+        self.best = best
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         save_checkpoint(self.run_dir / "checkpoint.pt", trainer, self.config)
+        if self.best is not None and trainer.history.best_epoch(self.best) == record["epoch"]:
+            save_checkpoint(self.run_dir / "best.pt", trainer, self.config)
         trainer.history.save(self.run_dir)
 
     def on_fit_end(self, trainer: Trainer) -> None:

@@ -62,7 +62,8 @@ def _run_config(args: argparse.Namespace):
     train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("optimizer", args.optimizer), ("device", args.device),
                                ("max_time", args.max_time), ("num_workers", args.workers),
-                               ("seed", args.seed), ("grad_clip", args.grad_clip)) if v is not None}
+                               ("seed", args.seed), ("grad_clip", args.grad_clip),
+                               ("keep_best", args.keep_best)) if v is not None}
     cfg.train = replace(cfg.train, **train)
     data = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("val_size", args.val_size),
                               ("test_size", args.test_size), ("early_epochs", args.early_epochs))
@@ -75,6 +76,8 @@ def _run_config(args: argparse.Namespace):
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .config import BEST_METRICS
+
     p.add_argument("--data", default="characters",
                    help="training data: characters (default), textile (the generated DAGM-like set) or a "
                         "DAGM 2007 class folder (.../Class1)")
@@ -96,6 +99,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--grad-clip", type=float, metavar="NORM",
                    help="clip the gradients' total norm before each step (the paper preset on a GPU: 20)")
+    p.add_argument("--keep-best", choices=BEST_METRICS, metavar="FIGURE",
+                   help="also keep best.pt, the epoch with the highest validation FIGURE so far "
+                        f"({', '.join(BEST_METRICS)})")
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     p.add_argument("--ratio", type=float, help="defect-free training images per defective one")
     p.add_argument("--val-size", type=int)
@@ -127,6 +133,11 @@ def _train(args: argparse.Namespace) -> int:
     print(f"done: {last['epoch']} epochs, {last['train_time']:.0f} s of training; "
           f"validation accuracy {last.get('val_accuracy', math.nan):.4f}, "
           f"pointing game {last.get('val_pointing_game', math.nan):.4f}")
+    key = cfg.train.keep_best
+    if key is not None:
+        best = run.history.best_epoch(key)
+        print(f"best {key}: {run.history[best][key]:.4f} at epoch {best}, kept in {Path(args.out) / 'best.pt'}"
+              if best is not None else f"no epoch had a {key}: no best.pt")
     return 0
 
 

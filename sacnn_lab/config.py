@@ -272,6 +272,7 @@ class BaselineConfig:
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+BEST_METRICS = ("val_accuracy", "val_precision", "val_recall", "val_f1", "val_auroc", "val_pointing_game")
 
 
 SOURCES = ("characters", "textile")
@@ -441,6 +442,10 @@ class TrainConfig:
             were bit-identical without it too, and its speed was within 10 % either way
             (``benchmarks/cuda_check.py``); it is there for GPUs whose cuDNN picks non-deterministic
             algorithms. The CPU path is deterministic either way.
+        keep_best: also keep ``best.pt`` in the run folder: the checkpoint of the epoch with the highest
+            value of this validation figure so far (one of ``BEST_METRICS``, e.g. ``"val_pointing_game"``;
+            ties keep the earlier epoch; epochs without an evaluation, see ``eval_every``, never count).
+            ``None``: the last epoch's ``checkpoint.pt`` only. Needs a run folder.
     """
 
     epochs: int = 20
@@ -464,6 +469,7 @@ class TrainConfig:
     threads: int | None = None
     grad_clip: float | None = None
     deterministic: bool = False
+    keep_best: str | None = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -491,6 +497,8 @@ class TrainConfig:
                 raise ValueError(f"class_weights must be two positive numbers, not {self.class_weights}")
         if self.max_time is not None and not self.max_time > 0:
             raise ValueError(f"max_time must be > 0 seconds or None, not {self.max_time}")
+        if self.keep_best is not None and self.keep_best not in BEST_METRICS:
+            raise ValueError(f"keep_best must be one of {BEST_METRICS} or None, not {self.keep_best!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

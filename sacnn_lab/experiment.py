@@ -195,6 +195,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
     """
     plain = _plain(config.to_dict())
     state, history = None, None
+    if run_dir is None and config.train.keep_best is not None:
+        raise ValueError(f"keep_best={config.train.keep_best!r} writes best.pt into the run folder: give run_dir")
     if run_dir is not None:  # a refused folder says so before any data is drawn or glyph rendered
         run_dir = Path(run_dir)
         ckpt = run_dir / "checkpoint.pt"
@@ -221,7 +223,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
             Evaluator(val.images, val.labels, val.boxes, "val", every=t.eval_every,
                       batch_size=t.eval_batch_size, masks=_pointing_masks(val))]
     if run_dir is not None:
-        cbs.append(Checkpointer(run_dir, plain))
+        cbs.append(Checkpointer(run_dir, plain, best=t.keep_best))
     if progress:
         cbs.append(ProgressBar())
     trainer = Trainer(model, t, data, [*cbs, *callbacks], history)
@@ -263,10 +265,14 @@ def load_model(checkpoint: str | os.PathLike) -> tuple[SACNN | VGGBaseline, RunC
     return model.eval(), config
 
 
-def load_run(run_dir: str | os.PathLike) -> Run:
-    """A run folder written by :func:`train`: model, config and history (for widgets and plots)."""
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "checkpoint.pt") -> Run:
+    """A run folder written by :func:`train`: model, config and history (for widgets and plots).
+
+    ``checkpoint="best.pt"``: the model of the run's best epoch (``TrainConfig.keep_best``) instead of
+    its last; the history is the whole run's either way.
+    """
     run_dir = Path(run_dir)
-    model, config = load_model(run_dir)
+    model, config = load_model(run_dir / checkpoint)
     return Run(config, model, History.load(run_dir), run_dir)
 
 

@@ -83,6 +83,15 @@ class History:
         """``(E,)`` values of one per-epoch figure (``nan`` where missing)."""
         return np.asarray([np.nan if r.get(key) is None else r[key] for r in self.epochs], np.float64)
 
+    def best_epoch(self, key: str) -> int | None:
+        """The epoch with the highest ``key`` (e.g. ``"val_pointing_game"``), the earliest of ties; epochs
+        without it, or with NaN, never count; ``None`` when none has it. ``best.pt`` holds this epoch when
+        the run kept its best (``TrainConfig.keep_best``)."""
+        values = self.series(key)
+        if np.isnan(values).all():
+            return None
+        return int(self.epochs[int(np.nanargmax(values))]["epoch"])  # nanargmax: the first of ties
+
     def maps(self, epoch: int) -> np.ndarray:
         """``(N, s, t)`` float32 feature-level defect maps of the probe batch after ``epoch``."""
         if epoch not in self.probe_maps:

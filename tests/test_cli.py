@@ -13,7 +13,7 @@ from data_gen.__main__ import main as data_main
 from sacnn_lab.cli import main
 
 TINY = ["--epochs", "1", "--early-epochs", "0", "--samples-per-epoch", "32", "--batch-size", "16", "--val-size", "16",
-        "--test-size", "24", "--grad-clip", "20", "--quiet"]
+        "--test-size", "24", "--grad-clip", "20", "--keep-best", "val_accuracy", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,15 @@ def run_dir(tmp_path_factory):
 def test_train_writes_a_run_folder(run_dir, capsys):
     for name in ("config.json", "checkpoint.pt", "history.json", "history.npz"):
         assert (run_dir / name).is_file()
-    assert json.loads((run_dir / "config.json").read_text())["train"]["grad_clip"] == 20
+    train_cfg = json.loads((run_dir / "config.json").read_text())["train"]
+    assert train_cfg["grad_clip"] == 20 and train_cfg["keep_best"] == "val_accuracy"
+    assert (run_dir / "best.pt").is_file()  # one epoch: the best is the only one
+
+
+def test_evaluate_the_best_checkpoint(run_dir, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 24
 
 
 def test_evaluate_generated_split_as_json(run_dir, capsys):

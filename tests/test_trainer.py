@@ -235,7 +235,8 @@ def test_progress_lines_without_bars(capsys):
 
 def test_bad_train_config_is_a_clear_error():
     for bad in (dict(optimizer="rmsprop"), dict(schedule="step"), dict(epochs=0), dict(device="tpu"),
-                dict(class_weights=(1.0,)), dict(max_time=0), dict(grad_clip=0)):
+                dict(class_weights=(1.0,)), dict(max_time=0), dict(grad_clip=0),
+                dict(keep_best="val_loss")):
         with pytest.raises((ValueError, TypeError)):
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="preset"):
@@ -320,3 +321,55 @@ def test_a_time_budget_moves_the_schedule_on_so_it_still_anneals(schedule):
     for _ in range(9):  # the same rate as an untimed schedule after 9 steps
         reference.train_step(batch)
     assert lr_timed == pytest.approx(reference.optimizer.param_groups[0]["lr"])
+
+
+class _Scripted(Callback):
+    """Sets ``val_accuracy`` of each epoch from a script (None: not evaluated that epoch), standing in for
+    the Evaluator; and keeps a copy of the weights after every epoch."""
+
+    def __init__(self, values):
+        self.values, self.weights = values, {}
+
+    def on_epoch_end(self, trainer, record):
+        if self.values[record["epoch"] - 1] is not None:
+            record["val_accuracy"] = self.values[record["epoch"] - 1]
+        self.weights[record["epoch"]] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_history_best_epoch():
+    h = History(epochs=[{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2}, {"epoch": 3, "val_accuracy": 0.9},
+                        {"epoch": 4, "val_accuracy": float("nan")}, {"epoch": 5, "val_accuracy": 0.9}])
+    assert h.best_epoch("val_accuracy") == 3  # the earliest of ties; missing and NaN never count
+    assert h.best_epoch("val_pointing_game") is None and History().best_epoch("val_accuracy") is None
+
+
+def test_keep_best_keeps_the_best_epochs_checkpoint(tmp_path):
+    """best.pt holds epoch 2 (0.8), not the later tie (epoch 4), the unevaluated epoch 3 or the last."""
+    from sacnn_lab.callbacks import Checkpointer
+
+    script = _Scripted([0.6, 0.8, None, 0.8, 0.7])
+    cfg = TrainConfig(epochs=5, batch_size=4, optimizer="adam", lr=1e-2, device="cpu", keep_best="val_accuracy")
+    trainer = Trainer(SACNN(ModelConfig(channels=(4,))), cfg, _Batches(3),
+                      [script, Checkpointer(tmp_path, {"train": cfg.to_dict()}, best=cfg.keep_best)])
+    trainer.fit()
+    best, last = read_checkpoint(tmp_path / "best.pt"), read_checkpoint(tmp_path / "checkpoint.pt")
+    assert best["epoch"] == 2 and last["epoch"] == 5 and trainer.history.best_epoch("val_accuracy") == 2
+    for k, v in best["model"].items():
+        assert torch.equal(v, script.weights[2][k]), k
+    assert not all(torch.equal(v, script.weights[5][k]) for k, v in best["model"].items())
+
+
+def test_keep_best_through_train_resume_and_load_run(tmp_path):
+    cfg = tiny_config(epochs=3, keep_best="val_pointing_game")
+    with pytest.raises(ValueError, match="run folder"):
+        train(cfg, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", progress=False, callbacks=[Interrupt()])
+    resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    best = whole.history.best_epoch("val_pointing_game")
+    assert best == resumed.history.best_epoch("val_pointing_game") and best is not None
+    a, b = load_run(tmp_path / "whole", "best.pt"), load_run(tmp_path / "resumed", "best.pt")
+    assert read_checkpoint(tmp_path / "whole" / "best.pt")["epoch"] == best
+    for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(v, w), k
