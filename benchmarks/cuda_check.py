@@ -285,7 +285,7 @@ def textile_paper(results: dict, budget: float, variant: str = "") -> None:
           f"({samples / h.epochs[-1]['train_time']:.0f} images/s); test accuracy {m['accuracy']:.4f}, "
           f"AUROC {m['auroc']:.4f}, pointing game {m['pointing_game']:.4f}")
     results[f"textile_paper {variant}".strip()] = {"epochs": len(h.epochs), "samples": samples,
-                                "train_seconds": h.epochs[-1]["train_time"], "test": m}
+                                                   "train_seconds": h.epochs[-1]["train_time"], "test": m}
 
 
 def main() -> None:
