@@ -101,7 +101,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="clip the gradients' total norm before each step (the paper preset on a GPU: 20)")
     p.add_argument("--keep-best", choices=BEST_METRICS, metavar="FIGURE",
                    help="also keep best.pt, the epoch with the highest validation FIGURE so far "
-                        f"({', '.join(BEST_METRICS)})")
+                        f"({', '.join(BEST_METRICS)}; characters only)")
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     p.add_argument("--ratio", type=float, help="defect-free training images per defective one")
     p.add_argument("--val-size", type=int)

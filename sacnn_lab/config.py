@@ -445,7 +445,8 @@ class TrainConfig:
         keep_best: also keep ``best.pt`` in the run folder: the checkpoint of the epoch with the highest
             value of this validation figure so far (one of ``BEST_METRICS``, e.g. ``"val_pointing_game"``;
             ties keep the earlier epoch; epochs without an evaluation, see ``eval_every``, never count).
-            ``None``: the last epoch's ``checkpoint.pt`` only. Needs a run folder.
+            ``None``: the last epoch's ``checkpoint.pt`` only. Needs a run folder; character runs only
+            (a textile run's per-epoch figures come from its Test split).
     """
 
     epochs: int = 20
@@ -553,6 +554,10 @@ class RunConfig:
             raise ValueError(f"early_epochs ({self.data.early_epochs}) must be fewer than epochs "
                              f"({self.train.epochs}): the last epochs train on full-size images "
                              f"(early_epochs=0, or --early-epochs 0, switches the small images off)")
+        if self.train.keep_best is not None and self.data.source == "textile":
+            raise ValueError(f"keep_best={self.train.keep_best!r} would choose an epoch by the test set: a textile "
+                             f"run's per-epoch figures are measured on the Test split (DAGM has no validation "
+                             f"split), so they are recorded, never used to choose")
 
     @classmethod
     def preset(cls, name: str = "fast", data: str = "characters", **overrides: Any) -> RunConfig:

@@ -360,6 +360,8 @@ def test_keep_best_keeps_the_best_epochs_checkpoint(tmp_path):
 
 
 def test_keep_best_through_train_resume_and_load_run(tmp_path):
+    with pytest.raises(ValueError, match="Test split"):  # textile's per-epoch figures are test figures
+        RunConfig.preset("fast", data="textile", keep_best="val_accuracy")
     cfg = tiny_config(epochs=3, keep_best="val_pointing_game")
     with pytest.raises(ValueError, match="run folder"):
         train(cfg, progress=False)
