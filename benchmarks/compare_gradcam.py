@@ -10,9 +10,9 @@ map cost.
 
 Trains (or loads, when the run folder already holds a finished run) SACNN's ``fast`` preset and the
 baseline's ``cpu`` preset ("VGG19-BN-style, reduced"; ``--baseline-preset full``: torchvision's VGG19,
-for a GPU), then, on the test split of an unseen seed (2,000
-balanced images by default), prints both methods' accuracy and localisation figures side by side, and the
-cost of a map per image for each, measured in the same run. A third column takes the baseline's Grad-CAM
+for a GPU), then, on the test split of an unseen seed (2,000 balanced images by default), prints both
+methods' accuracy and localisation figures side by side, and the cost of a map per image for each,
+measured in the same run. A third column takes the baseline's Grad-CAM
 one layer earlier (``--layer``), where its map is twice as fine. With ``--data textile`` both train their
 textile presets on the generated DAGM-like set (``--folder``: the real DAGM 2007 class folder), and the
 localisation truth is the label ellipse of each defective test image. The paper's expectation: SACNN's maps are
@@ -87,7 +87,8 @@ def main() -> None:
                    help="'cpu': the reduced VGG19-BN (~11 min on 2 cores); 'full': torchvision's VGG19, "
                         "ImageNet weights when cached, for a GPU")
     p.add_argument("--device", default=None,
-                   help="where the comparison runs (default: where each model is, the CPU for loaded runs)")
+                   help="where the comparison runs (default: the CPU, where trained and loaded runs leave "
+                        "their models)")
     p.add_argument("--data", choices=["characters", "textile"], default="characters")
     p.add_argument("--folder", default=None, help="textile: a DAGM 2007 class folder instead of the generated set")
     p.add_argument("--n", type=int, default=None,

@@ -241,7 +241,7 @@ def paper_preset(results: dict, workers: int, budget: float, variant: str = "") 
              f"channels-last, {workers} workers, mixed precision unless amp=0; changed: {changes or 'nothing'}; "
              f"budget {budget:.0f} s of training")
     cfg = RunConfig.preset("paper", device=DEVICE.type, num_workers=workers, max_time=budget,
-                           **({**SMOKE, "epochs": 2} if SMOKE else {}), **changes)
+                           **{**({**SMOKE, "epochs": 2} if SMOKE else {}), **changes})
     test = split(cfg, "test")
     trace = _Trace()
     t0 = time.perf_counter()
@@ -273,19 +273,25 @@ def textile_paper(results: dict, budget: float, variant: str = "") -> None:
     _section(f"6. the textile paper preset on CUDA (5 blocks, 512×512, batch 16, SGD), budget {budget:.0f} s; "
              f"changed: {changes or 'nothing'}")
     cfg = RunConfig.preset("paper", data="textile", device=DEVICE.type, max_time=budget,
-                           **({"samples_per_epoch": 16, "test_size": 16} if SMOKE else {}), **changes)
+                           **{**({"samples_per_epoch": 16, "test_size": 16} if SMOKE else {}), **changes})
     t0 = time.perf_counter()
     test = textile_split(cfg, "Test")
     print(f"   the generated textile set: {time.perf_counter() - t0:.0f} s")
-    run = train(cfg, progress=False)
+    key = f"textile_paper {variant}".strip()
+    try:
+        run = train(cfg, progress=False)
+    except FloatingPointError as err:
+        print(f"   STOPPED after {time.perf_counter() - t0:.0f} s: {err}")
+        results[key] = {"stopped": str(err)}
+        return
     h = run.history
     samples = sum(r["samples"] for r in h.epochs)
     m = evaluate(run.model.to(DEVICE), test)
     print(f"   {len(h.epochs)} epochs, {samples:,} images in {h.epochs[-1]['train_time']:.1f} s "
           f"({samples / h.epochs[-1]['train_time']:.0f} images/s); test accuracy {m['accuracy']:.4f}, "
           f"AUROC {m['auroc']:.4f}, pointing game {m['pointing_game']:.4f}")
-    results[f"textile_paper {variant}".strip()] = {"epochs": len(h.epochs), "samples": samples,
-                                                   "train_seconds": h.epochs[-1]["train_time"], "test": m}
+    results[key] = {"epochs": len(h.epochs), "samples": samples, "train_seconds": h.epochs[-1]["train_time"],
+                    "test": m}
 
 
 def main() -> None:

@@ -196,8 +196,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class Checkpointer(Callback):
-    """After every epoch, writes ``run_dir/checkpoint.pt`` and the history (``history.json/.npz``)
-    atomically; an interrupted run resumes from there.
+    """After every epoch, writes the history (``history.json/.npz``) and ``run_dir/checkpoint.pt``
+    atomically, the checkpoint last; an interrupted run resumes from there (a history saved after the
+    checkpoint is cut back to it, see :meth:`History.truncate`).
 
     With ``best`` (a figure of the epoch records, higher is better, e.g. ``"val_pointing_game"``) it also
     writes ``run_dir/best.pt`` whenever an epoch beats every earlier one (:meth:`History.best_epoch`; the
@@ -210,10 +211,12 @@ class Checkpointer(Callback):
         self.best = best
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        save_checkpoint(self.run_dir / "checkpoint.pt", trainer, self.config)
+        # the checkpoint last: an interruption before it redoes this epoch, whose records and best.pt
+        # come out the same again
         if self.best is not None and trainer.history.best_epoch(self.best) == record["epoch"]:
             save_checkpoint(self.run_dir / "best.pt", trainer, self.config)
         trainer.history.save(self.run_dir)
+        save_checkpoint(self.run_dir / "checkpoint.pt", trainer, self.config)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         trainer.history.save(self.run_dir)

@@ -550,6 +550,11 @@ class RunConfig:
     train: TrainConfig
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse parts that do not go together (also called by ``train``, for a config whose parts were
+        replaced after it was made)."""
         if self.data.early_epochs and self.data.early_epochs >= self.train.epochs:
             raise ValueError(f"early_epochs ({self.data.early_epochs}) must be fewer than epochs "
                              f"({self.train.epochs}): the last epochs train on full-size images "

@@ -184,7 +184,8 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
     Args:
         config: model, data and training settings (e.g. ``RunConfig.preset("fast")``,
             ``RunConfig.baseline("cpu")``).
-        run_dir: folder for ``config.json``, ``checkpoint.pt`` and ``history.json/.npz``.
+        run_dir: folder for ``config.json``, ``checkpoint.pt``, ``history.json/.npz`` and, with
+            ``keep_best``, ``best.pt``.
         resume: continue from ``run_dir/checkpoint.pt`` when it exists (the result equals an
             uninterrupted run); the saved config must equal ``config``.
         progress: show progress bars and one line per epoch.
@@ -193,6 +194,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
     Returns:
         The :class:`Run`, its model on the CPU in eval mode.
     """
+    config.check()
     plain = _plain(config.to_dict())
     state, history = None, None
     if run_dir is None and config.train.keep_best is not None:

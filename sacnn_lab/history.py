@@ -83,6 +83,17 @@ class History:
         """``(E,)`` values of one per-epoch figure (``nan`` where missing)."""
         return np.asarray([np.nan if r.get(key) is None else r[key] for r in self.epochs], np.float64)
 
+    def truncate(self, epoch: int, step: int) -> None:
+        """Forget what was recorded after ``epoch`` and global step ``step``: a resumed run whose history
+        was saved after the checkpoint it resumes from (an interruption between the two writes) redoes
+        those epochs, so they must not be there twice."""
+        self.epochs = [r for r in self.epochs if r["epoch"] <= epoch]
+        for values in self.steps.values():
+            del values[step:]
+        for recorded in (self.probe_maps, self.probe_scores):
+            for e in [e for e in recorded if e > epoch]:
+                del recorded[e]
+
     def best_epoch(self, key: str) -> int | None:
         """The epoch with the highest ``key`` (e.g. ``"val_pointing_game"``), the earliest of ties; epochs
         without it, or with NaN, never count; ``None`` when none has it. ``best.pt`` holds this epoch when

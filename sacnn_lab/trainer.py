@@ -307,6 +307,7 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history.truncate(self.epoch, self.step)  # a history saved after this checkpoint
         self.train_time = float(state.get("train_time", 0.0))
         rng = state.get("rng") or {}  # absent from older checkpoints
         if "cpu" in rng:

@@ -49,7 +49,7 @@ def test_cuda_check_runs_on_the_cpu(tmp_path):
     assert figures["agreement"]["fast"]["cuda_fp32"]["max_abs_map"] < 1e-4
     assert figures["gradient_winner_only"] is True
     paper = figures["paper grad_clip=20,amp=0"]
-    assert paper["epochs"] == 1 and paper["samples"] > 0
+    assert paper["epochs"] in (1, 2) and paper["samples"] > 0  # the 2 s budget may cut the second epoch
     assert 0.0 <= paper["test"]["accuracy"] <= 1.0
 
 

@@ -88,6 +88,24 @@ def test_resume_equals_uninterrupted_run(tiny_run, tmp_path):
     assert np.array_equal(resumed.history.maps(2), tiny_run.history.maps(2))
 
 
+def test_resume_cuts_a_history_saved_after_its_checkpoint(tiny_run, tmp_path):
+    """Interrupted between the history's write and the checkpoint's: the history holds epoch 2, the
+    checkpoint epoch 1. The resumed run redoes epoch 2 once and equals the uninterrupted run."""
+    import shutil
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(), tmp_path, progress=False, callbacks=[Interrupt()])
+    for name in ("history.json", "history.npz"):
+        shutil.copy(tiny_run.run_dir / name, tmp_path / name)
+    assert len(History.load(tmp_path).epochs) == 2 and read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    resumed = train(tiny_config(), tmp_path, resume=True, progress=False)
+    assert [r["epoch"] for r in resumed.history.epochs] == [1, 2]
+    assert len(resumed.history.steps["loss"]) == len(tiny_run.history.steps["loss"])
+    assert resumed.history.steps["loss"] == tiny_run.history.steps["loss"]
+    for (k, a), b in zip(resumed.model.state_dict().items(), tiny_run.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def test_existing_run_is_not_overwritten(tiny_run):
     with pytest.raises(FileExistsError, match="resume"):
         train(tiny_config(), tiny_run.run_dir, progress=False)
@@ -359,9 +377,43 @@ def test_keep_best_keeps_the_best_epochs_checkpoint(tmp_path):
     assert not all(torch.equal(v, script.weights[5][k]) for k, v in best["model"].items())
 
 
+def test_keep_best_survives_an_interruption(tmp_path):
+    """The best (epoch 1) comes before the interruption (at epoch 3): the resumed run reads it from the
+    history and keeps it, against the later 0.5 / 0.4 / 0.6."""
+    from sacnn_lab.callbacks import Checkpointer
+
+    cfg = TrainConfig(epochs=4, batch_size=4, optimizer="adam", lr=1e-2, device="cpu", keep_best="val_accuracy")
+
+    class StopAt3(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            if epoch == 3:
+                raise KeyboardInterrupt
+
+    def trainer(script, history=None, extra=()):
+        return Trainer(SACNN(ModelConfig(channels=(4,))), cfg, _Batches(3),
+                       [script, Checkpointer(tmp_path, {"train": cfg.to_dict()}, best="val_accuracy"), *extra],
+                       history)
+
+    first = _Scripted([0.9, 0.5, 0.4, 0.6])
+    with pytest.raises(KeyboardInterrupt):
+        trainer(first, extra=[StopAt3()]).fit()
+    again = trainer(_Scripted([0.9, 0.5, 0.4, 0.6]), History.load(tmp_path))
+    again.load_state_dict(read_checkpoint(tmp_path / "checkpoint.pt"))
+    again.fit()
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 4
+    assert read_checkpoint(tmp_path / "best.pt")["epoch"] == 1 and again.history.best_epoch("val_accuracy") == 1
+    for k, v in read_checkpoint(tmp_path / "best.pt")["model"].items():
+        assert torch.equal(v, first.weights[1][k]), k
+
+
 def test_keep_best_through_train_resume_and_load_run(tmp_path):
     with pytest.raises(ValueError, match="Test split"):  # textile's per-epoch figures are test figures
         RunConfig.preset("fast", data="textile", keep_best="val_accuracy")
+    textile = RunConfig.preset("fast", data="textile")
+    textile.train = replace(textile.train, keep_best="val_accuracy")  # around the constructor's check
+    with pytest.raises(ValueError, match="Test split"):
+        train(textile, tmp_path / "textile", progress=False)
+    assert not (tmp_path / "textile").exists()
     cfg = tiny_config(epochs=3, keep_best="val_pointing_game")
     with pytest.raises(ValueError, match="run folder"):
         train(cfg, progress=False)
@@ -373,5 +425,6 @@ def test_keep_best_through_train_resume_and_load_run(tmp_path):
     assert best == resumed.history.best_epoch("val_pointing_game") and best is not None
     a, b = load_run(tmp_path / "whole", "best.pt"), load_run(tmp_path / "resumed", "best.pt")
     assert read_checkpoint(tmp_path / "whole" / "best.pt")["epoch"] == best
+    assert read_checkpoint(tmp_path / "resumed" / "best.pt")["epoch"] == best
     for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(v, w), k
