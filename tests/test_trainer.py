@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from data_gen.characters import CharacterConfig, CharacterGenerator
-from sacnn_lab.callbacks import NanGuard, ProgressBar, read_checkpoint
+from sacnn_lab.callbacks import Checkpointer, NanGuard, ProgressBar, read_checkpoint
 from sacnn_lab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from sacnn_lab.data import batch_to_dict
 from sacnn_lab.experiment import evaluate, load_model, load_run, split, train
@@ -70,8 +70,13 @@ def test_checkpoint_loads_with_weights_only(tiny_run):
 
 
 class Interrupt(Callback):
+    """Stops the run as a Ctrl-C would, at the start of epoch ``at``."""
+
+    def __init__(self, at: int = 2):
+        self.at = at
+
     def on_epoch_start(self, trainer, epoch):
-        if epoch == 2:
+        if epoch == self.at:
             raise KeyboardInterrupt
 
 
@@ -354,6 +359,14 @@ class _Scripted(Callback):
         self.weights[record["epoch"]] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
+def _scripted_trainer(run_dir, epochs: int, script: _Scripted, history=None, extra=()) -> Trainer:
+    """A tiny trainer whose ``val_accuracy`` comes from ``script``, keeping its best in ``run_dir``."""
+    cfg = TrainConfig(epochs=epochs, batch_size=4, optimizer="adam", lr=1e-2, device="cpu",
+                      keep_best="val_accuracy")
+    return Trainer(SACNN(ModelConfig(channels=(4,))), cfg, _Batches(3),
+                   [script, Checkpointer(run_dir, {"train": cfg.to_dict()}, best=cfg.keep_best), *extra], history)
+
+
 def test_history_best_epoch():
     h = History(epochs=[{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2}, {"epoch": 3, "val_accuracy": 0.9},
                         {"epoch": 4, "val_accuracy": float("nan")}, {"epoch": 5, "val_accuracy": 0.9}])
@@ -363,12 +376,8 @@ def test_history_best_epoch():
 
 def test_keep_best_keeps_the_best_epochs_checkpoint(tmp_path):
     """best.pt holds epoch 2 (0.8), not the later tie (epoch 4), the unevaluated epoch 3 or the last."""
-    from sacnn_lab.callbacks import Checkpointer
-
     script = _Scripted([0.6, 0.8, None, 0.8, 0.7])
-    cfg = TrainConfig(epochs=5, batch_size=4, optimizer="adam", lr=1e-2, device="cpu", keep_best="val_accuracy")
-    trainer = Trainer(SACNN(ModelConfig(channels=(4,))), cfg, _Batches(3),
-                      [script, Checkpointer(tmp_path, {"train": cfg.to_dict()}, best=cfg.keep_best)])
+    trainer = _scripted_trainer(tmp_path, 5, script)
     trainer.fit()
     best, last = read_checkpoint(tmp_path / "best.pt"), read_checkpoint(tmp_path / "checkpoint.pt")
     assert best["epoch"] == 2 and last["epoch"] == 5 and trainer.history.best_epoch("val_accuracy") == 2
@@ -380,24 +389,10 @@ def test_keep_best_keeps_the_best_epochs_checkpoint(tmp_path):
 def test_keep_best_survives_an_interruption(tmp_path):
     """The best (epoch 1) comes before the interruption (at epoch 3): the resumed run reads it from the
     history and keeps it, against the later 0.5 / 0.4 / 0.6."""
-    from sacnn_lab.callbacks import Checkpointer
-
-    cfg = TrainConfig(epochs=4, batch_size=4, optimizer="adam", lr=1e-2, device="cpu", keep_best="val_accuracy")
-
-    class StopAt3(Callback):
-        def on_epoch_start(self, trainer, epoch):
-            if epoch == 3:
-                raise KeyboardInterrupt
-
-    def trainer(script, history=None, extra=()):
-        return Trainer(SACNN(ModelConfig(channels=(4,))), cfg, _Batches(3),
-                       [script, Checkpointer(tmp_path, {"train": cfg.to_dict()}, best="val_accuracy"), *extra],
-                       history)
-
     first = _Scripted([0.9, 0.5, 0.4, 0.6])
     with pytest.raises(KeyboardInterrupt):
-        trainer(first, extra=[StopAt3()]).fit()
-    again = trainer(_Scripted([0.9, 0.5, 0.4, 0.6]), History.load(tmp_path))
+        _scripted_trainer(tmp_path, 4, first, extra=[Interrupt(at=3)]).fit()
+    again = _scripted_trainer(tmp_path, 4, _Scripted([0.9, 0.5, 0.4, 0.6]), History.load(tmp_path))
     again.load_state_dict(read_checkpoint(tmp_path / "checkpoint.pt"))
     again.fit()
     assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 4
