@@ -80,8 +80,10 @@ def test_compare_returns_table_figure_and_costs(runs):
     assert c.summary.loc["SACNN", "defective"] == defective
     assert c.table.groupby("method")["pointing_game"].count().tolist() == [defective] * 2
     assert isinstance(c.figure, Figure) and len(c.figure.axes) == 3 * 3  # images, SACNN, Grad-CAM
+    # costs are measured, never compared here: a wall-clock ratio of 12 images flakes on a busy machine
+    # (benchmarks/compare_gradcam.py measures them)
     assert (c.costs["map_ms"] > 0).all() and (c.costs["forward_ms"] > 0).all()
-    assert c.costs.loc["Grad-CAM", "map_over_forward"] > 1  # the backward pass is not free
+    assert np.allclose(c.costs["map_over_forward"], c.costs["map_ms"] / c.costs["forward_ms"])
     assert c.predictions["Grad-CAM"].map.shape == (12, 64, 64)
 
 
