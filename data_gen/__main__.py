@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .characters import PLACEMENTS, CharacterConfig, CharacterGenerator
-from .fonts import NoUsableFontsError, describe, discover_fonts, split_fonts
-from .folders import LabelledImage, write_labels
+from .fonts import NoUsableFontsError, describe, discover_fonts, face_records, split_fonts
+from .folders import LabelledImage, staged_folder, write_labels, written_by
 
 PRESETS = {
     "default": lambda: CharacterConfig(),
@@ -29,7 +29,7 @@ PRESETS = {
 
 
 def _fonts(args: argparse.Namespace) -> int:
-    faces = split_fonts(discover_fonts(args.font_dir), args.split)
+    faces = split_fonts(discover_fonts(args.font_dir, system=args.system), args.split)
     if args.json:
         print(json.dumps(describe(faces), indent=1))
         return 0
@@ -41,41 +41,60 @@ def _fonts(args: argparse.Namespace) -> int:
     return 0
 
 
+CHARACTER_FILES = ("images", "masks", "labels.csv")
+
+
 def write_characters(out: Path, config: CharacterConfig, n: int, seed: int, start: int = 0,
-                     masks: bool = False, batch: int = 1024, progress: bool = True) -> Path:
+                     masks: bool = False, batch: int = 1024, progress: bool = True,
+                     overwrite: bool = False) -> Path:
     """Generate ``n`` samples into a labelled folder ``out`` (images/, labels.csv, config.json).
+
+    The set is written into a hidden folder beside ``out`` and takes its place when complete, so ``out``
+    never holds images of one run under another run's labels (see :func:`~data_gen.folders.staged_folder`).
+
+    Args:
+        overwrite: replace a data set this command wrote into ``out`` before; without it a non-empty
+            ``out`` is refused.
 
     Returns:
         The folder written.
+
+    Raises:
+        FileExistsError: ``out`` is not empty (without ``overwrite``), or holds anything but such a set.
     """
     from PIL import Image
     from tqdm.auto import tqdm
 
     if n < 1:
         raise ValueError(f"--n must be at least 1, not {n}")
-    images_dir = out / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    if masks:
-        (out / "masks").mkdir(exist_ok=True)
+    if start < 0:
+        raise ValueError(f"--start must be at least 0, not {start}")
     gen = CharacterGenerator(config)
     digits = max(6, len(str(start + n - 1)))
     items: list[LabelledImage] = []
-    with tqdm(total=n, desc="writing images", unit="img", disable=not progress) as bar:
-        for lo in range(start, start + n, batch):
-            idx = np.arange(lo, min(lo + batch, start + n))
-            b = gen.generate(seed, idx, masks=masks)
-            for i, k in enumerate(idx):
-                name = f"{k:0{digits}d}.png"
-                Image.fromarray(b.images[i]).save(images_dir / name, compress_level=1)
-                if masks:
-                    Image.fromarray(b.masks[i].astype(np.uint8) * 255).save(out / "masks" / name,
-                                                                            compress_level=1)
-                items.append(LabelledImage(name, int(b.labels[i]), b.boxes_of(i)))
-            bar.update(len(idx))
-    write_labels(out / "labels.csv", items)
-    meta = {"generator": "characters", "seed": seed, "start": start, "n": n,
-            "fonts_fingerprint": gen.fingerprint, "n_fonts": len(gen.faces), "config": config.to_dict()}
-    (out / "config.json").write_text(json.dumps(meta, indent=1))
+    with staged_folder(out, overwrite, lambda p: written_by(p, "characters", "config.json", CHARACTER_FILES)) \
+            as stage:
+        images_dir = stage / "images"
+        images_dir.mkdir()
+        if masks:
+            (stage / "masks").mkdir()
+        with tqdm(total=n, desc="writing images", unit="img", disable=not progress) as bar:
+            for lo in range(start, start + n, batch):
+                idx = np.arange(lo, min(lo + batch, start + n))
+                b = gen.generate(seed, idx, masks=masks)
+                for i, k in enumerate(idx):
+                    name = f"{k:0{digits}d}.png"
+                    Image.fromarray(b.images[i]).save(images_dir / name, compress_level=1)
+                    if masks:
+                        Image.fromarray(b.masks[i].astype(np.uint8) * 255).save(stage / "masks" / name,
+                                                                                compress_level=1)
+                    items.append(LabelledImage(name, int(b.labels[i]), b.boxes_of(i)))
+                bar.update(len(idx))
+        write_labels(stage / "labels.csv", items)
+        meta = {"generator": "characters", "seed": seed, "start": start, "n": n,
+                "fonts_fingerprint": gen.fingerprint, "n_fonts": len(gen.faces), "config": config.to_dict(),
+                "faces": face_records(gen.faces)}
+        (stage / "config.json").write_text(json.dumps(meta, indent=1))
     return out
 
 
@@ -85,9 +104,11 @@ def _characters(args: argparse.Namespace) -> int:
                                  ("font_split", args.font_split), ("image_size", args.size)) if v is not None}
     if args.font_dir:
         changes["font_dirs"] = tuple(args.font_dir)
+    if args.system_fonts:
+        changes["system_fonts"] = True
     cfg = CharacterConfig(**{**cfg.to_dict(), **changes})
     out = write_characters(Path(args.out), cfg, args.n, args.seed, args.start, args.masks,
-                           progress=not args.quiet)
+                           progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {args.n} images to {out / 'images'} and labels to {out / 'labels.csv'}")
     return 0
 
@@ -101,7 +122,8 @@ def _textile(args: argparse.Namespace) -> int:
         lo, hi = TextileConfig().defect_size
         changes["defect_size"] = (max(8, lo * args.size // 512), max(8, hi * args.size // 512))
     root = write_textile(Path(args.out), TextileConfig(**changes), args.n_train, args.n_test, args.seed,
-                         args.class_name, workers=args.workers, progress=not args.quiet)
+                         args.class_name, workers=args.workers, progress=not args.quiet,
+                         overwrite=args.overwrite)
     print(f"wrote a DAGM 2007-layout textile set to {root} (Train: {args.n_train}, Test: {args.n_test} images)")
     return 0
 
@@ -113,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fonts", help="list the usable font faces")
     f.add_argument("--font-dir", action="append", default=[], help="extra folder of font files")
     f.add_argument("--split", choices=["all", "train", "test"], default="all")
+    f.add_argument("--system", action="store_true",
+                   help="also the operating system's faces (default: the faces this project installs)")
     f.add_argument("--json", action="store_true", help="print JSON instead of a table")
     f.set_defaults(run=_fonts)
     c = sub.add_parser("characters", help="write a labelled folder of character images")
@@ -125,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--placement", choices=PLACEMENTS)
     c.add_argument("--font-split", choices=["all", "train", "test"])
     c.add_argument("--font-dir", action="append", default=[], help="extra folder of font files")
+    c.add_argument("--system-fonts", action="store_true",
+                   help="also draw from the operating system's faces (they differ from machine to machine)")
     c.add_argument("--size", type=int, help="image side in px (default 136)")
     c.add_argument("--masks", action="store_true", help="also write masks/ (true character pixels)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace a set this command wrote into --out before (otherwise --out must be empty)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(run=_characters)
     t = sub.add_parser("textile", help="write a generated textile set in the DAGM 2007 layout")
@@ -137,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ratio", type=float, help="defect-free images per defective one (default 5, as DAGM)")
     t.add_argument("--family", choices=["woven", "noisy", "oriented", "knit", "mixed"])
     t.add_argument("--size", type=int, help="image side in px (default 512)")
-    t.add_argument("--class-name", default="Class1")
+    t.add_argument("--class-name", default="Class1", help="the class folder written inside --out")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a set this command wrote into --out/CLASS_NAME before (otherwise it must be "
+                        "empty or absent)")
     t.add_argument("--workers", type=int, help="processes (default: one per CPU core)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=_textile)
@@ -148,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, NoUsableFontsError) as exc:
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        print("interrupted" + (f": nothing was written to {out} (a set is moved into place only when complete)"
+                               if out else ""), file=sys.stderr)
+        return 130
+    except (ValueError, OSError, NoUsableFontsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -71,6 +71,8 @@ class CharacterConfig:
         font_split: ``"all"``, ``"train"`` or ``"test"`` faces (see :func:`data_gen.fonts.split_fonts`).
         font_test_fraction: share of faces held out for the ``"test"`` font split.
         font_dirs: extra folders of font files.
+        system_fonts: also draw from the operating system's faces. Off by default: those differ from
+            machine to machine (a browser's install adds some), and with them the data drawn.
     """
 
     image_size: int = 136
@@ -94,6 +96,7 @@ class CharacterConfig:
     font_split: str = "all"
     font_test_fraction: float = 0.2
     font_dirs: tuple[str, ...] = field(default_factory=tuple)
+    system_fonts: bool = False
 
     def __post_init__(self) -> None:
         # tuples survive a JSON round trip as lists
@@ -219,8 +222,8 @@ class CharacterGenerator:
         self.config = config or CharacterConfig()
         cfg = self.config
         if faces is None:
-            faces = split_fonts(discover_fonts(cfg.font_dirs, cfg.alphabet), cfg.font_split,
-                                cfg.font_test_fraction)
+            faces = split_fonts(discover_fonts(cfg.font_dirs, cfg.alphabet, system=cfg.system_fonts),
+                                cfg.font_split, cfg.font_test_fraction)
         self.faces = list(faces)
         self.atlas = GlyphAtlas(self.faces)
         self.threads = max(1, int(threads))

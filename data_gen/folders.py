@@ -14,11 +14,14 @@ A labelled folder holds ``images/`` and ``labels.csv``::
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 HEADER = ["filename", "label", "x0", "y0", "x1", "y1"]
 
@@ -28,6 +31,85 @@ def cache_root() -> Path:
     ``sacnn-lab/`` (the font scan, generated textile sets)."""
     root = os.environ.get("SACNN_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "sacnn-lab"
+
+
+def check_folder_name(name: str, what: str = "folder name") -> str:
+    """``name`` when it is one plain folder name (no separator, not ``.`` or ``..``), so that a path
+    built from it stays inside its parent.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name or \
+            (os.altsep and os.altsep in name) or "\0" in name:
+        raise ValueError(f"{what} must be a plain folder name (no '/' or '..'), not {name!r}")
+    return name
+
+
+def written_by(folder: str | os.PathLike, generator: str, meta: str, files: Iterable[str]) -> bool:
+    """Whether ``folder`` holds a data set written by ``python -m data_gen GENERATOR`` and nothing else:
+    its ``meta`` file (``config.json`` / ``generator.json``) says ``"generator": GENERATOR`` and every
+    entry is one of ``files`` (or ``meta``)."""
+    folder = Path(folder)
+    try:
+        info = json.loads((folder / meta).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    allowed = {meta, *files}
+    return isinstance(info, dict) and info.get("generator") == generator and \
+        all(p.name in allowed for p in folder.iterdir())
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike, overwrite: bool = False,
+                  replaceable: Callable[[Path], bool] = lambda p: False) -> Iterator[Path]:
+    """Write a folder so that ``target`` holds the old content or the complete new one, never a mixture.
+
+    Yields a hidden empty folder beside ``target`` to write into; when the block ends without an error it
+    takes ``target``'s place (the old content is removed only then), otherwise it is removed and
+    ``target`` is left as it was (Ctrl-C included).
+
+    Args:
+        target: the folder to write.
+        overwrite: replace a non-empty ``target`` (only when ``replaceable(target)``).
+        replaceable: whether a non-empty ``target`` holds nothing but what this kind of writer wrote.
+
+    Raises:
+        FileExistsError: ``target`` is not empty (without ``overwrite``), holds files of another kind, or
+            is a file.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} is a file, not a folder")
+    full = target.is_dir() and any(target.iterdir())
+    if full and not overwrite:
+        raise FileExistsError(f"{target} is not empty: choose a new folder, or pass --overwrite "
+                              f"(overwrite=True) to replace the data set written there")
+    if full and not replaceable(target):
+        shown = sorted(p.name for p in target.iterdir())[:5]
+        raise FileExistsError(f"{target} holds files that no data set of ours holds ({', '.join(shown)} ...): "
+                              f"overwrite replaces only a data set written by python -m data_gen; choose "
+                              f"a new folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+        old = None
+        if target.is_dir():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        try:
+            os.replace(stage, target)
+        except BaseException:
+            if old is not None:
+                os.replace(old, target)  # the old content back in its place
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 class LabelFileError(ValueError):
@@ -85,7 +167,8 @@ def read_labels(path: str | os.PathLike) -> list[LabelledImage]:
 
     Raises:
         FileNotFoundError: no such file.
-        LabelFileError: a malformed header or row; the message names the file and line number.
+        LabelFileError: a malformed header or row (the message names the file and line number), or a
+            file in another encoding than UTF-8 (a byte-order mark, as Excel writes, is accepted).
     """
     path = Path(path)
     if path.is_dir():
@@ -93,23 +176,30 @@ def read_labels(path: str | os.PathLike) -> list[LabelledImage]:
     if not path.is_file():
         raise FileNotFoundError(f"label file {path} does not exist")
     images: dict[str, LabelledImage] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    # utf-8-sig: a byte-order mark, as Excel writes one, is read as nothing
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header] != HEADER:
-            raise LabelFileError(f"{path}:1: header must be {','.join(HEADER)}, got {header}")
-        for row in reader:
-            if not row or all(not v.strip() for v in row):
-                continue
-            where = f"{path}:{reader.line_num}"
-            name, label, box = _parse_row(row, where)
-            item = images.get(name)
-            if item is None:
-                item = images[name] = LabelledImage(name, label)
-            elif item.label != label:
-                raise LabelFileError(f"{where}: {name} was labelled {item.label} on an earlier line")
-            if box is not None:
-                item.boxes.append(box)
+        try:
+            header = next(reader, None)
+            if header is None or [h.strip().lower() for h in header] != HEADER:
+                raise LabelFileError(f"{path}:1: header must be {','.join(HEADER)}, got {header}")
+            for row in reader:
+                if not row or all(not v.strip() for v in row):
+                    continue
+                where = f"{path}:{reader.line_num}"
+                name, label, box = _parse_row(row, where)
+                item = images.get(name)
+                if item is None:
+                    item = images[name] = LabelledImage(name, label)
+                elif item.label != label:
+                    raise LabelFileError(f"{where}: {name} was labelled {item.label} on an earlier line")
+                if box is not None:
+                    item.boxes.append(box)
+        except UnicodeDecodeError as exc:
+            raise LabelFileError(f"{path}: not a text file in UTF-8 (or ASCII); save it as UTF-8 "
+                                 f"({exc.reason} at byte {exc.start})") from None
+        except csv.Error as exc:
+            raise LabelFileError(f"{path}:{reader.line_num}: not a well-formed CSV line ({exc})") from None
     return list(images.values())
 
 
@@ -126,17 +216,22 @@ def write_labels(path: str | os.PathLike, items: Iterable[LabelledImage]) -> Pat
     path = Path(path)
     if path.is_dir():
         path = path / "labels.csv"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(HEADER)
-        for it in items:
-            if it.boxes:
-                for b in it.boxes:
-                    w.writerow([it.filename, it.label, *b])
-            else:
-                w.writerow([it.filename, it.label, "", "", "", ""])
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(HEADER)
+            for it in items:
+                if it.boxes:
+                    for b in it.boxes:
+                        w.writerow([it.filename, it.label, *b])
+                else:
+                    w.writerow([it.filename, it.label, "", "", "", ""])
+        os.replace(tmp, path)
+    except BaseException:  # a full or read-only disk: the old file stays, no temporary one is left
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 
@@ -202,8 +297,10 @@ def read_dagm(class_dir: str | os.PathLike, split: str = "Train") -> list[DagmIm
         The images in file-name order.
 
     Raises:
-        FileNotFoundError: a missing folder, or a mask named in the index that does not exist.
-        LabelFileError: a malformed index line, or an index that disagrees with the masks (line named).
+        FileNotFoundError: a missing folder (``Label/`` included), or a mask named in the index that does
+            not exist.
+        LabelFileError: a malformed index line (too few or many fields, another encoding), or an index
+            that disagrees with the masks (line named).
     """
     if split not in ("Train", "Test"):
         raise ValueError(f"split must be 'Train' or 'Test', not {split!r}")
@@ -215,7 +312,11 @@ def read_dagm(class_dir: str | os.PathLike, split: str = "Train") -> list[DagmIm
     images = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
     if not images:
         raise FileNotFoundError(f"{folder} holds no .PNG images")
-    masks = {p.name for p in label_dir.iterdir()} if label_dir.is_dir() else set()
+    if not label_dir.is_dir():
+        # without it every image would read as defect-free, and every figure would be wrong
+        raise FileNotFoundError(f"{folder} has no Label/ folder: a DAGM 2007 split marks its defective images "
+                                f"with Label/NNNN_label.PNG masks (and Label/Labels.txt)")
+    masks = {p.name for p in label_dir.iterdir()}
     items = []
     for name in images:
         stem = Path(name).stem
@@ -226,11 +327,19 @@ def read_dagm(class_dir: str | os.PathLike, split: str = "Train") -> list[DagmIm
     index = label_dir / "Labels.txt"
     if index.is_file():
         by_name = {it.filename: it for it in items}
-        for n, line in enumerate(index.read_text().splitlines(), 1):
+        try:
+            text = index.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise LabelFileError(f"{index}: not a text file in UTF-8 or ASCII ({exc.reason} at byte "
+                                 f"{exc.start})") from None
+        for n, line in enumerate(text.splitlines(), 1):
             parts = line.split()
-            if len(parts) < 3:
-                continue  # the count line at the top
+            if not parts or (n == 1 and len(parts) == 1):
+                continue  # blank lines; the count line at the top
             where = f"{index}:{n}"
+            if len(parts) != 5:
+                raise LabelFileError(f"{where}: expected 5 fields (index, defect flag, image, 0, label image or "
+                                     f"0), got {len(parts)}: {line.strip()!r}")
             if parts[1] not in ("0", "1"):
                 raise LabelFileError(f"{where}: the defect flag must be 0 or 1, not {parts[1]!r}")
             it = by_name.get(parts[2])

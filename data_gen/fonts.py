@@ -1,14 +1,19 @@
 """Font discovery for the character generator.
 
 The paper draws each character from one of "about 40 font faces" installed in the operating system. A
-fresh Linux machine has one family (DejaVu), so faces are gathered from four places:
+fresh Linux machine has one family (DejaVu), and what else the operating system holds changes with what is
+installed (a browser brings fonts), so the default faces are the ones this project installs itself: the
+same data on every machine. Faces are gathered from:
 
 1. font packages installed from PyPI with this project (``FONT_PACKAGES``: hand-drawn, display, serif
    and sans faces),
 2. the faces that ship with matplotlib,
-3. the operating system's font folders,
+3. only when asked (``system=True``, ``CharacterConfig.system_fonts``), the operating system's font folders,
 4. any folder the user names (argument ``extra_dirs`` or the ``SACNN_FONT_DIRS`` environment variable,
    ``os.pathsep``-separated).
+
+:func:`face_records` names the faces of a set with a hash of each file; a run folder keeps them
+(``faces.json``), so that evaluation on a machine with other faces can say so.
 
 Every candidate file is checked with fontTools: a face is *usable* only if it maps every character of
 the alphabet to a glyph that has an outline, and if those glyphs are not all the same shape (symbol,
@@ -83,11 +88,12 @@ class FontFace:
         return f"{self.family} {self.style}"
 
 
-def font_dirs(extra_dirs: Iterable[str | os.PathLike] = ()) -> list[tuple[Path, str]]:
+def font_dirs(extra_dirs: Iterable[str | os.PathLike] = (), system: bool = False) -> list[tuple[Path, str]]:
     """List the folders that are searched for fonts, each with its source label.
 
     Args:
         extra_dirs: user folders, searched in addition to ``SACNN_FONT_DIRS``.
+        system: also the operating system's font folders (their faces differ from machine to machine).
 
     Returns:
         ``[(folder, source), ...]`` for the folders that exist, in search order.
@@ -103,14 +109,15 @@ def font_dirs(extra_dirs: Iterable[str | os.PathLike] = ()) -> list[tuple[Path, 
         for loc in mpl.submodule_search_locations:
             dirs.append((Path(loc) / "mpl-data" / "fonts" / "ttf", "matplotlib"))
     home = Path.home()
-    system = [Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), home / ".fonts",
-              home / ".local/share/fonts"]
+    system_dirs = [Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), home / ".fonts",
+                   home / ".local/share/fonts"]
     if sys.platform == "darwin":
-        system += [Path("/Library/Fonts"), Path("/System/Library/Fonts"), home / "Library/Fonts"]
+        system_dirs += [Path("/Library/Fonts"), Path("/System/Library/Fonts"), home / "Library/Fonts"]
     if sys.platform == "win32":
-        system += [Path(os.environ.get("WINDIR", "C:/Windows")) / "Fonts",
+        system_dirs += [Path(os.environ.get("WINDIR", "C:/Windows")) / "Fonts",
                    Path(os.environ.get("LOCALAPPDATA", "")) / "Microsoft/Windows/Fonts"]
-    dirs += [(d, "system") for d in system]
+    if system:
+        dirs += [(d, "system") for d in system_dirs]
     env = [p for p in os.environ.get("SACNN_FONT_DIRS", "").split(os.pathsep) if p]
     for d in [*env, *extra_dirs]:
         path = Path(d).expanduser()
@@ -203,13 +210,16 @@ def _save_cache(alphabet: str, files: dict) -> None:
 
 
 def discover_fonts(extra_dirs: Iterable[str | os.PathLike] = (), alphabet: str = DEFAULT_ALPHABET,
-                   use_cache: bool = True) -> list[FontFace]:
+                   use_cache: bool = True, system: bool = False) -> list[FontFace]:
     """Find every usable face, de-duplicated by (family, style), sorted by name.
 
     Args:
-        extra_dirs: user folders searched in addition to the packages, matplotlib and the OS.
+        extra_dirs: user folders searched in addition to the packages and matplotlib.
         alphabet: characters every face must draw.
-        use_cache: reuse the on-disk scan cache for files that have not changed.
+        use_cache: reuse the on-disk scan cache for files that have not changed (a file that could not
+            be read is not remembered: it is read again next time).
+        system: also the operating system's faces (default: only the faces this project installs, the
+            same on every machine).
 
     Returns:
         The usable faces, sorted by ``name`` so that the order is the same on every machine that has
@@ -225,7 +235,7 @@ def discover_fonts(extra_dirs: Iterable[str | os.PathLike] = (), alphabet: str =
     fresh: dict = {}
     found: dict[str, FontFace] = {}
     unreadable: list[str] = []
-    for folder, source in font_dirs(extra_dirs):
+    for folder, source in font_dirs(extra_dirs, system):
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() not in FONT_SUFFIXES or not path.is_file():
                 continue
@@ -240,8 +250,10 @@ def discover_fonts(extra_dirs: Iterable[str | os.PathLike] = (), alphabet: str =
                         res = check_face(path, i, alphabet)
                         faces.append(None if res is None else list(res))
                 except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped, never fatal
+                    # not cached: the cause may pass (fontTools missing during an install, a file
+                    # being written)
                     unreadable.append(f"{path} ({exc})")
-                    faces = []
+                    continue
                 entry = {"stamp": stamp, "faces": faces}
             fresh[key] = entry
             for i, res in enumerate(entry["faces"]):
@@ -255,7 +267,7 @@ def discover_fonts(extra_dirs: Iterable[str | os.PathLike] = (), alphabet: str =
     if use_cache and fresh != cache:
         _save_cache(alphabet, {**cache, **fresh})
     if not found:
-        dirs = ", ".join(str(d) for d, _ in font_dirs(extra_dirs)) or "none"
+        dirs = ", ".join(str(d) for d, _ in font_dirs(extra_dirs, system)) or "none"
         raise NoUsableFontsError(
             f"no usable font face was found (searched: {dirs}). Install the project with "
             "`pip install -e .` (it brings font packages) or name a folder of .ttf/.otf files "
@@ -292,6 +304,39 @@ def split_fonts(faces: Sequence[FontFace], split: str = "all", test_fraction: fl
     if not chosen:
         raise NoUsableFontsError(f"the {split!r} font split is empty ({len(faces)} faces in all)")
     return chosen
+
+
+def face_records(faces: Sequence[FontFace]) -> list[dict]:
+    """What identifies a set of faces on any machine: each face's name, source, file name, collection index
+    and the SHA-256 of its file (a face of the same name in another version draws other glyphs)."""
+    digests: dict[str, str] = {}
+    out = []
+    for f in faces:
+        if f.path not in digests:
+            digests[f.path] = hashlib.sha256(Path(f.path).read_bytes()).hexdigest()
+        out.append({"name": f.name, "source": f.source, "file": Path(f.path).name, "index": f.index,
+                    "sha256": digests[f.path]})
+    return out
+
+
+def compare_faces(recorded: Sequence[dict], current: Sequence[dict]) -> str | None:
+    """How two :func:`face_records` differ, in words (``None`` when they are the same faces)."""
+    def keyed(records: Sequence[dict]) -> dict[str, str]:
+        return {r.get("name", "?"): r.get("sha256", "") for r in records}
+
+    a, b = keyed(recorded), keyed(current)
+    missing, new = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    changed = sorted(n for n in set(a) & set(b) if a[n] != b[n])
+    if not (missing or new or changed):
+        return None
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+    parts = [f"{len(missing)} missing here ({some(missing)})" if missing else "",
+             f"{len(new)} not in the run ({some(new)})" if new else "",
+             f"{len(changed)} in another version ({some(changed)})" if changed else ""]
+    return "; ".join(p for p in parts if p)
 
 
 def describe(faces: Sequence[FontFace]) -> list[dict]:

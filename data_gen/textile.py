@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .folders import check_folder_name, staged_folder, written_by
 from .malloc import keep_freed_memory
 from .random import Draws, ratio_labels, splitmix64
 
@@ -291,7 +292,7 @@ def _write_range(args: tuple) -> list[tuple[int, int, str]]:
 
 def write_textile(out: str | os.PathLike, config: TextileConfig | None = None, n_train: int = 575,
                   n_test: int = 575, seed: int = 0, class_name: str = "Class1", workers: int | None = None,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, overwrite: bool = False) -> Path:
     """Write a generated textile set in the DAGM 2007 layout::
 
         out/Class1/Train/0001.PNG ...               8-bit gray images
@@ -305,24 +306,38 @@ def write_textile(out: str | os.PathLike, config: TextileConfig | None = None, n
         config: generator knobs (default: DAGM-like, 512×512, about 1:5).
         n_train / n_test: images per split (DAGM: 575 / 575).
         seed: the set's seed (Train and Test use :func:`split_seed`).
-        class_name: the class folder's name.
+        class_name: the class folder's name (one plain name: the set never lands outside ``out``).
         workers: processes generating in parallel (default: one per CPU core).
         progress: a progress bar.
+        overwrite: replace a set this function wrote into ``out/class_name`` before; without it that
+            folder must be empty or absent. The set is written beside it and moved into place when
+            complete (see :func:`~data_gen.folders.staged_folder`), so it is never half old, half new.
 
     Returns:
         The class folder.
+
+    Raises:
+        FileExistsError: the class folder is not empty (without ``overwrite``), or holds anything but
+            such a set.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm.auto import tqdm
-
     config = config or TextileConfig()
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be at least 1, not {n_train} and {n_test}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     workers = workers or os.cpu_count() or 1
-    root = Path(out) / class_name
+    target = Path(out) / check_folder_name(class_name, "class_name")
+    with staged_folder(target, overwrite, lambda p: written_by(p, "textile", "generator.json", SPLITS)) as root:
+        _write_splits(root, config, n_train, n_test, seed, workers, progress)
+    return target
+
+
+def _write_splits(root: Path, config: TextileConfig, n_train: int, n_test: int, seed: int, workers: int,
+                  progress: bool) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
     chunk = 25
     jobs = []
     for split, n in zip(SPLITS, (n_train, n_test)):
@@ -341,4 +356,3 @@ def write_textile(out: str | os.PathLike, config: TextileConfig | None = None, n
         (root / split / "Label" / "Labels.txt").write_text("\n".join(lines) + "\n")
     (root / "generator.json").write_text(json.dumps({"generator": "textile", "seed": seed, "n_train": n_train,
                                                      "n_test": n_test, "config": config.to_dict()}, indent=1))
-    return root

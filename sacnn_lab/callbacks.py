@@ -18,6 +18,8 @@ from .metrics import classification, pointing_game
 from .trainer import Callback, Trainer, epoch_steps
 
 CHECKPOINT_FORMAT = "sacnn-lab-checkpoint/1"
+# what every checkpoint holds besides its format (the optimiser's state and counters: trainer.state_dict())
+CHECKPOINT_KEYS = ("config", "model", "optimizer", "epoch", "step")
 
 
 class NanGuard(Callback):
@@ -106,6 +108,9 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
         accuracy, precision, recall, f1, auroc, confusion counts, and ``pointing_game`` (share of
         defective images with known boxes whose map maximum lies in a true box, or in the mask;
         ``nan`` without boxes).
+
+    Raises:
+        FloatingPointError: a score is NaN or infinite (figures of such a model would be made up).
     """
     scores, hits = [], []
     for lo in range(0, len(images), batch_size):
@@ -115,7 +120,12 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
         m = p.map if p.map.ndim == 3 else p.map.max(1).values
         hits.append(pointing_game(m.numpy(), boxes[lo:lo + batch_size],
                                   None if masks is None else masks[lo:lo + batch_size], tolerance))
-    out = classification(np.concatenate(scores), labels, threshold)
+    scores = np.concatenate(scores)
+    if not np.isfinite(scores).all():
+        raise FloatingPointError(f"the model gives non-finite scores for {int((~np.isfinite(scores)).sum())} of "
+                                 f"{len(scores)} images (NaN or infinite weights, or a diverged run): there are "
+                                 f"no figures to report")
+    out = classification(scores, labels, threshold)
     hit = np.concatenate(hits)
     out["pointing_game"] = float(hit.mean()) if hit.size else float("nan")
     return out
@@ -189,9 +199,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling error means the same thing to the user
-        raise ValueError(f"{path} is not a readable sacnn-lab checkpoint ({type(exc).__name__}: {exc})") from exc
+        # torch's own message advises weights_only=False, i.e. running the file's code: not for a file we
+        # did not write
+        raise ValueError(f"{path} is not a readable sacnn-lab checkpoint: not a file this toolkit wrote, or a "
+                         f"damaged one ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a sacnn-lab checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+        what = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a sacnn-lab checkpoint (format {what!r})")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{path} is a damaged sacnn-lab checkpoint: it has no {', '.join(missing)} entry")
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise ValueError(f"{path} is a damaged sacnn-lab checkpoint: its model entry holds no weights")
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"{path} is a damaged sacnn-lab checkpoint: its config entry is no configuration")
     return state
 
 

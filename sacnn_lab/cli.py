@@ -42,6 +42,9 @@ def _run_config(args: argparse.Namespace):
     from .config import BASELINE_PRESETS, PRESETS, RunConfig
 
     source, folder = _data_source(args.data)
+    if source == "textile" and args.early_epochs:
+        raise ValueError("--early-epochs (the first epochs on smaller images) is for character runs: a textile "
+                         "run trains on its full-size images throughout; leave --early-epochs out")
     if args.model == "baseline":
         if args.preset is not None and args.preset not in BASELINE_PRESETS:
             raise ValueError(f"--preset {args.preset} is a SACNN preset; the baseline's are {BASELINE_PRESETS}")
@@ -129,6 +132,9 @@ def _train(args: argparse.Namespace) -> int:
     print(f"training {what} ({args.preset or ('cpu' if cfg.is_baseline else 'fast')} preset) on {dev}"
           + (" with mixed precision" if dev.type == "cuda" and cfg.train.amp else "") + f"; run folder {args.out}")
     run = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if run.nothing_left is not None:
+        print(f"nothing left to do: {run.nothing_left}")
+        return 0
     last = run.history.epochs[-1]
     print(f"done: {last['epoch']} epochs, {last['train_time']:.0f} s of training; "
           f"validation accuracy {last.get('val_accuracy', math.nan):.4f}, "
@@ -146,11 +152,23 @@ def _json_ready(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
+def _warn_if_faces_differ(checkpoint: str, data: str, config) -> None:
+    """On stderr, when generated character images on this machine use other faces than the run's."""
+    from .experiment import faces_differ
+
+    if data == "characters" or str(data).startswith("characters:"):
+        path = Path(checkpoint)
+        note = faces_differ(path if path.is_dir() else path.parent, config)
+        if note is not None:
+            print(f"warning: {note}", file=sys.stderr)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .experiment import evaluate, load_data, load_model
 
     model, config = load_model(args.checkpoint)
     data = load_data(args.data, config, args.n)
+    _warn_if_faces_differ(args.checkpoint, args.data, config)
     t = time.perf_counter()
     metrics = evaluate(model, data, tolerance=args.tolerance)
     metrics["images"] = len(data.labels)
@@ -169,6 +187,7 @@ def _compare(args: argparse.Namespace) -> int:
     sacnn, config = load_model(args.sacnn)
     baseline, _ = load_model(args.baseline)
     data = load_data(args.data, config, args.n)
+    _warn_if_faces_differ(args.sacnn, args.data, config)
     c = compare(sacnn, baseline, data, n=args.n, batch_size=args.batch_size)
     if args.out:
         out = Path(args.out)
@@ -194,63 +213,110 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_names(paths: list[Path]) -> list[Path]:
+    """Where each input's overlay goes, relative to the output folder: its path below the inputs' common
+    folder, so that ``a/x.png`` and ``b/x.png`` give ``a/x_overlay.png`` and ``b/x_overlay.png``."""
+    import os
+
+    full = [p.resolve() for p in paths]
+    common = Path(os.path.commonpath([p.parent for p in full]))
+    return [p.relative_to(common).with_name(p.stem + "_overlay.png") for p in full]
+
+
 def _predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .data import read_gray
     from .experiment import load_model
+    from .history import atomic_write_bytes
     from .inference import localise, predict
+    from .model import SACNN, receptive_field
     from .plots import overlay
 
     model, config = load_model(args.checkpoint)
+    field = None
+    if isinstance(model, SACNN) and config.model.backbone is None:
+        field = receptive_field(config.model)[-1]["rf"]
+    paths = [Path(name) for name in args.images]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for name in args.images:
-        img = read_gray(name)
-        p = predict(model, img[None])
-        m = p.map[0].numpy()
-        boxes = localise(m, method=args.method, config=config.model) if float(p.score[0]) >= 0.5 else []
-        Image.fromarray(overlay(img, m)).save(out / (Path(name).stem + "_overlay.png"))
-        results.append({"image": str(name), "score": float(p.score[0]), "defective": float(p.score[0]) >= 0.5,
+    results, failed = [], 0
+    for path, rel in zip(paths, _output_names(paths)):
+        try:
+            img = read_gray(path)
+            if isinstance(model, SACNN):
+                model.feature_size(*img.shape)  # too small for the poolings: a clear error, not torch's
+            p = predict(model, img[None])
+            score = float(p.score.max()) if p.score.ndim == 2 else float(p.score[0])
+            if not math.isfinite(score) or not np.isfinite(p.map.numpy()).all():
+                raise FloatingPointError(f"the model gives non-finite output for {path} (its weights or this "
+                                         f"image): no score to report")
+        except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+            results.append({"image": str(path), "error": str(exc)})
+            continue
+        m = p.map[0].numpy() if p.map.ndim == 3 else p.map[0].max(0).values.numpy()
+        if field is not None and min(img.shape) < field:
+            print(f"warning: {path} is {img.shape[1]}×{img.shape[0]} px, smaller than the network's "
+                  f"{field:g} px visual field: its score and map mean little", file=sys.stderr)
+        boxes = localise(m, method=args.method, config=config.model) if score >= 0.5 else []
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(overlay(img, m)).save(target)
+        results.append({"image": str(path), "overlay": str(rel), "score": score, "defective": score >= 0.5,
                         "boxes": [[b.x0, b.y0, b.x1, b.y1, round(b.score, 4)] for b in boxes]})
-    (out / "predictions.json").write_text(json.dumps(results, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "predictions.json", json.dumps(results, indent=1).encode())
     for r in results:
-        print(f"{r['image']}: p={r['score']:.3f} {'defective' if r['defective'] else 'defect-free'} "
-              f"{len(r['boxes'])} box(es)")
-    print(f"overlays and predictions.json written to {out}")
-    return 0
+        if "error" not in r:
+            print(f"{r['image']}: p={r['score']:.3f} {'defective' if r['defective'] else 'defect-free'} "
+                  f"{len(r['boxes'])} box(es)")
+    print(f"overlays and predictions.json written to {out}"
+          + (f"; {failed} of {len(paths)} image(s) could not be scored (listed there with their error)"
+             if failed else ""))
+    return 2 if failed == len(paths) else 1 if failed else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from data_gen.folders import staged_folder
+
     from .config import RunConfig
+    from .runfolder import check_run_folder, foreign_entries, read_lock
+
+    cfg = RunConfig.preset("fast")
+    if args.max_time is not None:
+        cfg.train = replace(cfg.train, max_time=args.max_time)
+    out = check_run_folder(args.out, deep=True)  # a folder of other files is refused, never emptied
+    lock = read_lock(out)
+    if lock:
+        raise FileExistsError(f"{out} holds a run.lock: a training may be writing there (process "
+                              f"{lock.get('pid')}); choose another --out")
+    print("sacnn-lab demo: training SACNN (fast preset) on the generated character set, "
+          "from image-level labels only")
+    # the new demo is made beside the old one and takes its place only when complete
+    with staged_folder(out, overwrite=True, replaceable=lambda p: not foreign_entries(p, deep=True)) as stage:
+        test_figures = _demo_into(cfg, stage, args.quiet)
+    print(f"test: {_summary(test_figures)}")
+    print(f"figure of test images with their defect maps and true boxes: {out / 'defect_maps.png'}")
+    return 0
+
+
+def _demo_into(cfg, folder: Path, quiet: bool) -> dict:
     from .experiment import evaluate, split, train
     from .inference import predict
     from .plots import defect_maps
 
-    cfg = RunConfig.preset("fast")
-    if args.max_time:
-        cfg.train = replace(cfg.train, max_time=args.max_time)
-    out = Path(args.out)
-    if (out / "checkpoint.pt").exists():
-        import shutil
-
-        shutil.rmtree(out)
-    print("sacnn-lab demo: training SACNN (fast preset) on the generated character set, "
-          "from image-level labels only")
-    run = train(cfg, out, progress=not args.quiet)
+    run = train(cfg, folder, progress=not quiet)
     test = split(cfg, "test")
     print(f"evaluating on {len(test)} test images of an unseen seed ...")
     m = evaluate(run.model, test)
-    print(f"test: {_summary(m)}")
     probe = split(cfg, "probe", n=16)
     p = predict(run.model, probe.images)
-    fig_path = out / "defect_maps.png"
     defect_maps(probe.images, p.map.numpy(), [probe.boxes_of(i) for i in range(len(probe))], p.score.numpy(),
-                probe.labels, title="SACNN defect maps on test images (true boxes in white)", path=fig_path)
-    (out / "test_metrics.json").write_text(json.dumps(m, indent=1))
-    print(f"figure of test images with their defect maps and true boxes: {fig_path}")
-    return 0
+                probe.labels, title="SACNN defect maps on test images (true boxes in white)",
+                path=folder / "defect_maps.png")
+    (folder / "test_metrics.json").write_text(json.dumps(m, indent=1))
+    return m
 
 
 def _gallery(args: argparse.Namespace) -> int:
@@ -293,7 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pointing game: a hit also within PX pixels of the truth (Zhang et al. 2016: 15)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=_evaluate)
-    r = sub.add_parser("predict", help="defect maps and boxes for image files")
+    r = sub.add_parser("predict", help="defect maps and boxes for image files",
+                       description="Defect maps and boxes for image files: an overlay per image (its path "
+                                   "below the images' common folder kept) and predictions.json. An image "
+                                   "that cannot be scored is reported and listed there with its error, and "
+                                   "the others go on; exit status 1 when some could not be scored, 2 when "
+                                   "none could.")
     r.add_argument("--checkpoint", required=True)
     r.add_argument("--out", default="runs/predict")
     r.add_argument("--method", choices=["threshold", "otsu", "nms"], default="threshold")
@@ -318,13 +389,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C left behind, and how to go on."""
+    if args.command == "train":
+        ckpt = Path(args.out) / "checkpoint.pt"
+        try:
+            from .callbacks import read_checkpoint
+
+            epoch = int(read_checkpoint(ckpt)["epoch"])
+        except (OSError, ValueError, KeyError):
+            return f"interrupted before the first epoch ended: nothing was saved in {args.out}"
+        return (f"interrupted: epochs 1–{epoch} are saved in {ckpt}; continue with the same command and "
+                f"--resume")
+    if args.command == "demo":
+        return f"interrupted: {args.out} is as it was before this demo"
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends in one ``error: ...`` line on stderr and exit status 2 (130 after
+    Ctrl-C), never a traceback (``SACNN_DEBUG=1`` shows the traceback of an unexpected error)."""
+    import os
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NoUsableFontsError, FloatingPointError,
-            RuntimeError) as exc:
+    except KeyboardInterrupt:
+        print(_interrupted(args), file=sys.stderr)
+        return 130
+    except (ValueError, OSError, NoUsableFontsError, FloatingPointError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, the traceback on request
+        if os.environ.get("SACNN_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (SACNN_DEBUG=1 shows where)", file=sys.stderr)
         return 2
 
 

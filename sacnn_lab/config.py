@@ -9,6 +9,8 @@ checkpoints. Further configs (training, data) belong in this module too.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -23,6 +25,13 @@ def _check_int(name: str, value: Any, low: int) -> None:
         raise TypeError(f"{name} must be an int, not {type(value).__name__} ({value!r})")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, not {value}")
+
+
+def _finite(value: Any, above: float | None = None) -> bool:
+    """``value`` is a real, finite number (and ``> above`` when given); NaN and infinities are not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value) and (above is None or value > above)
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
@@ -486,18 +495,26 @@ class TrainConfig:
             raise ValueError(f"reduction must be 'sum' or 'mean', not {self.reduction!r}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be one of {DEVICES} or 'cuda:N', not {self.device!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, not {self.grad_clip}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, not {self.lr}")
+        # NaN fails every comparison, so each check asks for what is valid, finiteness included
+        if self.grad_clip is not None and not _finite(self.grad_clip, 0):
+            raise ValueError(f"grad_clip must be a finite number > 0 or None, not {self.grad_clip}")
+        if not _finite(self.lr, 0):
+            raise ValueError(f"lr must be a finite number > 0, not {self.lr}")
+        if not (_finite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must lie in [0, 1), not {self.momentum}")
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, not {self.weight_decay}")
         if not 0 < self.warmup < 1:
             raise ValueError(f"warmup must lie in (0, 1), not {self.warmup}")
         if self.class_weights is not None:
-            self.class_weights = tuple(float(w) for w in self.class_weights)
-            if len(self.class_weights) != 2 or min(self.class_weights) <= 0:
-                raise ValueError(f"class_weights must be two positive numbers, not {self.class_weights}")
-        if self.max_time is not None and not self.max_time > 0:
-            raise ValueError(f"max_time must be > 0 seconds or None, not {self.max_time}")
+            try:
+                self.class_weights = tuple(float(w) for w in self.class_weights)
+            except (TypeError, ValueError):
+                raise ValueError(f"class_weights must be two positive numbers, not {self.class_weights!r}") from None
+            if len(self.class_weights) != 2 or not all(_finite(w, 0) for w in self.class_weights):
+                raise ValueError(f"class_weights must be two finite positive numbers, not {self.class_weights}")
+        if self.max_time is not None and not _finite(self.max_time, 0):
+            raise ValueError(f"max_time must be a finite number > 0 of seconds, or None, not {self.max_time}")
         if self.keep_best is not None and self.keep_best not in BEST_METRICS:
             raise ValueError(f"keep_best must be one of {BEST_METRICS} or None, not {self.keep_best!r}")
 

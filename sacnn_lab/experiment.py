@@ -21,14 +21,16 @@ import numpy as np
 import torch
 
 from data_gen.characters import CharacterBatch, CharacterGenerator
+from data_gen.fonts import compare_faces, face_records
 
 from .baseline import VGGBaseline
 from .callbacks import (Checkpointer, Evaluator, NanGuard, ProbeRecorder, ProgressBar, TimeBudget,
                         evaluate_arrays, read_checkpoint)
 from .config import RunConfig
 from .data import FolderEpochs, FolderSet, GeneratedEpochs, load_dagm, textile_folder
-from .history import History
+from .history import History, atomic_write_bytes
 from .model import SACNN
+from .runfolder import check_run_folder, run_lock
 from .trainer import Callback, Trainer
 
 
@@ -37,13 +39,15 @@ class Run:
     """A trained (or loaded) run: its config, model (on CPU, eval mode), history and folder.
 
     ``model`` is a :class:`~sacnn_lab.model.SACNN`, or a :class:`~sacnn_lab.baseline.VGGBaseline` when
-    ``config.is_baseline``.
+    ``config.is_baseline``. ``nothing_left`` says why a resumed run trained nothing (all its epochs done,
+    or its time budget spent); ``None`` otherwise.
     """
 
     config: RunConfig
     model: SACNN | VGGBaseline
     history: History
     run_dir: Path | None = None
+    nothing_left: str | None = None
 
 
 def build_model(config: RunConfig, pretrained: bool = True) -> SACNN | VGGBaseline:
@@ -66,8 +70,8 @@ def _network(config: RunConfig, pretrained: bool) -> SACNN | VGGBaseline:
 def _generators(config: RunConfig) -> tuple[CharacterGenerator, CharacterGenerator]:
     train = CharacterGenerator(config.data.characters)
     ev_cfg = config.data.eval_characters()
-    same_faces = (ev_cfg.font_split, ev_cfg.font_dirs) == (config.data.characters.font_split,
-                                                            config.data.characters.font_dirs)
+    same_faces = (ev_cfg.font_split, ev_cfg.font_dirs, ev_cfg.system_fonts) == (
+        config.data.characters.font_split, config.data.characters.font_dirs, config.data.characters.system_fonts)
     ev = CharacterGenerator(ev_cfg, faces=train.faces if same_faces else None)
     if same_faces:
         ev.atlas = train.atlas  # share rendered glyphs
@@ -155,14 +159,16 @@ def _probe_indices(gen: CharacterGenerator, seed: int, size: int) -> np.ndarray:
 WARM_UP_SAMPLES = 20_000
 
 
-def _training_data(config: RunConfig, progress: bool = False) -> tuple[GeneratedEpochs | FolderEpochs, Any, Any]:
+def _training_data(config: RunConfig, progress: bool = False
+                   ) -> tuple[GeneratedEpochs | FolderEpochs, Any, Any, dict[str, list[dict]] | None]:
     """The run's training source, validation set and probe batch (the glyphs of a long character run
-    rendered first, see ``WARM_UP_SAMPLES``)."""
+    rendered first, see ``WARM_UP_SAMPLES``), and the font faces a character run draws with
+    (:func:`data_gen.fonts.face_records` of its training and evaluation generators; ``None`` for textile)."""
     t, d = config.train, config.data
     if d.source == "textile":
         train_set = textile_split(config, "Train")
         return (FolderEpochs(train_set.images, train_set.labels, t.batch_size, seed=d.train_seed),
-                split(config, "val"), split(config, "probe"))
+                split(config, "val"), split(config, "probe"), None)
     gen_train, gen_eval = _generators(config)
     early = None
     if d.early_epochs:
@@ -172,7 +178,8 @@ def _training_data(config: RunConfig, progress: bool = False) -> tuple[Generated
         gen_train.warm_up(progress=progress)
     data = GeneratedEpochs(gen_train, d.train_seed, d.samples_per_epoch, t.batch_size, t.num_workers,
                            early_generator=early, early_epochs=d.early_epochs)
-    return data, split(config, "val", gen_eval), split(config, "probe", gen_eval)
+    faces = {"train": face_records(gen_train.faces), "eval": face_records(gen_eval.faces)}
+    return data, split(config, "val", gen_eval), split(config, "probe", gen_eval), faces
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: bool = False,
@@ -185,37 +192,82 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
         config: model, data and training settings (e.g. ``RunConfig.preset("fast")``,
             ``RunConfig.baseline("cpu")``).
         run_dir: folder for ``config.json``, ``checkpoint.pt``, ``history.json/.npz`` and, with
-            ``keep_best``, ``best.pt``.
+            ``keep_best``, ``best.pt``: new, empty, or a run of ours (see :mod:`sacnn_lab.runfolder`); the
+            training holds its ``run.lock`` while it runs.
         resume: continue from ``run_dir/checkpoint.pt`` when it exists (the result equals an
-            uninterrupted run); the saved config must equal ``config``.
+            uninterrupted run); the saved config must equal ``config``. A run with nothing left to do
+            (its epochs done, its time budget spent) is returned as saved, with ``Run.nothing_left``.
         progress: show progress bars and one line per epoch.
         callbacks: extra callbacks, called after the built-in ones.
 
     Returns:
         The :class:`Run`, its model on the CPU in eval mode.
+
+    Raises:
+        FileExistsError: ``run_dir`` holds files that are not a run's, or a run (without ``resume``);
+            :class:`~sacnn_lab.runfolder.RunFolderBusy`: another training holds it.
+        ValueError: ``resume`` with another configuration (the fields that differ are named).
     """
     config.check()
     plain = _plain(config.to_dict())
-    state, history = None, None
     if run_dir is None and config.train.keep_best is not None:
         raise ValueError(f"keep_best={config.train.keep_best!r} writes best.pt into the run folder: give run_dir")
-    if run_dir is not None:  # a refused folder says so before any data is drawn or glyph rendered
-        run_dir = Path(run_dir)
+    if run_dir is None:
+        return _fit(config, plain, None, None, None, progress, callbacks)
+    run_dir = check_run_folder(run_dir)  # a refused folder says so before any data is drawn or glyph rendered
+    with run_lock(run_dir):
+        check_run_folder(run_dir)  # again, now that no other training can write into it
         ckpt = run_dir / "checkpoint.pt"
+        state, history = None, None
+        if ckpt.is_file() and not resume:
+            raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) to continue "
+                                  f"it, or choose another folder")
         if resume and ckpt.is_file():
             state = read_checkpoint(ckpt)
             # a run saved before a config field existed has that field's default
-            if _plain(RunConfig.from_dict(state["config"]).to_dict()) != plain:
-                raise ValueError(f"{ckpt} was trained with another configuration; resume with the same "
-                                 f"config, or choose another run folder")
+            saved = _plain(RunConfig.from_dict(state["config"]).to_dict())
+            if saved != plain:
+                changes = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in config_differences(saved, plain))
+                raise ValueError(f"{ckpt} was trained with another configuration ({changes}); resume with "
+                                 f"the same settings, or choose another run folder")
             history = History.load(run_dir)
-        elif ckpt.is_file() and not resume:
-            raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) to continue "
-                                  f"it, or choose another folder")
-    data, val, probe = _training_data(config, progress)
+            left = _nothing_left(config, state)
+            if left is not None:
+                model = build_model(config, pretrained=False)
+                model.load_state_dict(state["model"])
+                history.truncate(int(state["epoch"]), int(state["step"]))
+                return Run(config, model.eval(), history, run_dir, nothing_left=left)
+        return _fit(config, plain, run_dir, state, history, progress, callbacks)
+
+
+def _nothing_left(config: RunConfig, state: dict[str, Any]) -> str | None:
+    """Why a saved run has nothing left to train (all its epochs done, or its time budget spent), or ``None``."""
+    t = config.train
+    if int(state["epoch"]) >= t.epochs:
+        return f"the run has finished its {t.epochs} epoch(s)"
+    if t.max_time is not None and float(state.get("train_time", 0.0)) >= t.max_time:
+        return (f"the run spent its time budget (max_time={t.max_time:g} s) in epoch {state['epoch']}; a longer "
+                f"run needs a new folder and a larger budget")
+    return None
+
+
+def config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``[(dotted field, value in a, value in b), ...]`` where two plain config dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += config_differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: dict[str, Any] | None,
+         history: History | None, progress: bool, callbacks: Sequence[Callback]) -> Run:
+    data, val, probe, faces = _training_data(config, progress)
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(plain, indent=1))
+        atomic_write_bytes(run_dir / "config.json", json.dumps(plain, indent=1).encode())
+        if faces is not None:
+            atomic_write_bytes(run_dir / FACES_FILE, json.dumps(faces, indent=1).encode())
     model = build_model(config, pretrained=state is None)  # a resumed run's weights come from its checkpoint
     t = config.train
     cbs: list[Callback] = [NanGuard()]
@@ -247,7 +299,8 @@ def load_model(checkpoint: str | os.PathLike) -> tuple[SACNN | VGGBaseline, RunC
 
     Raises:
         FileNotFoundError: no checkpoint there.
-        ValueError: corrupt file, or weights that do not fit the architecture its config describes.
+        ValueError: corrupt file, weights that do not fit the architecture its config describes, or
+            non-finite weights (a diverged run).
     """
     path = Path(checkpoint)
     if path.is_dir():
@@ -264,6 +317,10 @@ def load_model(checkpoint: str | os.PathLike) -> tuple[SACNN | VGGBaseline, RunC
         first = str(exc).strip().splitlines()[0]
         raise ValueError(f"{path} holds weights of another architecture than its config describes "
                          f"({first})") from exc
+    bad = [name for name, t in state["model"].items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{path} holds non-finite weights (NaN or infinite in {', '.join(bad[:3])}"
+                         f"{' ...' if len(bad) > 3 else ''}): the run diverged; its figures would mean nothing")
     return model.eval(), config
 
 
@@ -276,6 +333,27 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "checkpoint.pt") -> R
     run_dir = Path(run_dir)
     model, config = load_model(run_dir / checkpoint)
     return Run(config, model, History.load(run_dir), run_dir)
+
+
+FACES_FILE = "faces.json"
+
+
+def faces_differ(run_dir: str | os.PathLike, config: RunConfig) -> str | None:
+    """Whether this machine draws a character run's evaluation images with other font faces than the run
+    recorded (``run_dir/faces.json``): a sentence saying how, or ``None`` (the same faces, a textile run,
+    or a run folder without the record)."""
+    path = Path(run_dir) / FACES_FILE
+    if config.data.source != "characters" or not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["eval"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path} cannot be read: whether this machine has the run's font faces is unknown"
+    diff = compare_faces(recorded, face_records(_generators(config)[1].faces))
+    if diff is None:
+        return None
+    return (f"this machine's font faces differ from those {run_dir} was trained and measured with ({diff}): "
+            f"its generated test images differ too, and so may its figures")
 
 
 def _pointing_masks(batch: Any) -> np.ndarray | None:
@@ -323,6 +401,8 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
     from .config import DataConfig
     from .data import load_folder
 
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n (--n) must be a whole number >= 1 of images, not {n!r}")
     spec = os.fspath(spec)
     if spec == "characters" or spec.startswith("characters:"):
         if spec.startswith("characters:"):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +34,23 @@ def _jsonable(x: Any) -> Any:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that a reader sees the old or the new content, never half of it."""
+    """Write a file so that a reader sees the old or the new content, never half of it; a failed write
+    (a full or read-only disk) leaves the old file and no temporary one."""
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:  # a full or read-only disk, Ctrl-C: no stray temporary file
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
 
 
 @dataclass
@@ -161,16 +173,24 @@ class History:
             if not f.is_file():
                 raise FileNotFoundError(f"{f} does not exist: {run_dir} is not a sacnn-lab run folder")
         try:
-            meta = json.loads(jf.read_text())
-            data = np.load(nf)
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"{run_dir} holds an unreadable history: {exc}") from exc
-        epochs = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in meta["epochs"]]  # NaN
-        h = cls(epochs=epochs, steps=meta["steps"], config=meta.get("config", {}))
-        if "probe_images" in data:
-            h.probe_images, h.probe_labels, h.probe_boxes = (data["probe_images"], data["probe_labels"],
-                                                             data["probe_boxes"])
-        for e in meta.get("recorded_epochs", []):
-            h.probe_maps[int(e)] = data[f"maps_{e}"]
-            h.probe_scores[int(e)] = data[f"scores_{e}"]
+            meta = json.loads(jf.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith("sacnn-lab-history"):
+                raise ValueError(f"{jf.name} is not a sacnn-lab history")
+            epochs = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in meta["epochs"]]  # NaN
+            steps = {k: list(v) for k, v in meta["steps"].items()}
+            h = cls(epochs=epochs, steps=steps, config=meta.get("config", {}))
+            with np.load(nf) as data:
+                if "probe_images" in data:
+                    h.probe_images, h.probe_labels, h.probe_boxes = (data["probe_images"], data["probe_labels"],
+                                                                     data["probe_boxes"])
+                for e in meta.get("recorded_epochs", []):
+                    h.probe_maps[int(e)] = data[f"maps_{e}"]
+                    h.probe_scores[int(e)] = data[f"scores_{e}"]
+            if any(not isinstance(r.get("epoch"), int) for r in epochs) or \
+                    len({len(v) for v in steps.values()}) > 1:
+                raise ValueError("inconsistent epoch or step records")
+        except (ValueError, OSError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
+                zlib.error) as exc:
+            raise ValueError(f"{run_dir} holds an unreadable or damaged history (history.json / history.npz: "
+                             f"{type(exc).__name__}: {exc})") from exc
         return h

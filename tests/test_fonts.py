@@ -43,7 +43,7 @@ def test_missing_glyph_rejects_a_face():
 
 
 def _only(monkeypatch, folder: Path) -> None:
-    monkeypatch.setattr(F, "font_dirs", lambda extra=(): [(folder, "user")])
+    monkeypatch.setattr(F, "font_dirs", lambda extra=(), system=False: [(folder, "user")])
 
 
 def test_unreadable_file_is_a_warning_not_a_crash(tmp_path, monkeypatch):
@@ -86,3 +86,41 @@ def test_font_split_is_disjoint_and_complete(faces):
     assert F.split_fonts(faces, "test") == test  # stable
     with pytest.raises(ValueError, match="font split"):
         F.split_fonts(faces, "validation")
+
+
+def test_the_default_faces_are_the_projects_own_not_the_systems(tmp_path, monkeypatch):
+    # the operating system's faces change with what is installed: the default set must not depend on them
+    assert all(source != "system" for _, source in F.font_dirs())
+    assert {f.source.split(":")[0] for f in F.discover_fonts()} <= {"package", "matplotlib"}
+    monkeypatch.setattr(F.Path, "home", lambda: tmp_path)
+    (tmp_path / ".fonts").mkdir()
+    assert (tmp_path / ".fonts", "system") in F.font_dirs(system=True)
+    assert (tmp_path / ".fonts", "system") not in F.font_dirs()
+
+
+def test_a_file_unreadable_once_is_read_again_later(tmp_path, monkeypatch):
+    # an unreadable file (fontTools missing half way through an install) was cached as faceless, and
+    # every later scan found no faces until the cache was deleted by hand
+    monkeypatch.setenv("SACNN_CACHE_DIR", str(tmp_path / "cache"))
+    shutil.copy(MPL_TTF / "DejaVuSans.ttf", tmp_path / "DejaVuSans.ttf")
+    _only(monkeypatch, tmp_path)
+    real = F.check_face
+
+    def broken(*a, **k):
+        raise ImportError("No module named 'fontTools'")
+
+    monkeypatch.setattr(F, "check_face", broken)
+    with pytest.warns(UserWarning, match="unreadable"), pytest.raises(F.NoUsableFontsError):
+        F.discover_fonts()
+    monkeypatch.setattr(F, "check_face", real)
+    assert [f.name for f in F.discover_fonts()] == ["DejaVu Sans Book"]
+
+
+def test_face_records_name_each_file_by_its_hash(tmp_path, faces):
+    records = F.face_records(faces[:3])
+    assert [r["name"] for r in records] == [f.name for f in faces[:3]]
+    assert all(len(r["sha256"]) == 64 for r in records)
+    assert F.compare_faces(records, records) is None
+    other = [dict(records[0], sha256="0" * 64), records[1], {"name": "New Face", "sha256": "1" * 64}]
+    note = F.compare_faces(records, other)
+    assert "1 missing here" in note and "1 not in the run (New Face)" in note and "1 in another version" in note
