@@ -393,20 +393,22 @@ def test_a_damaged_history_on_resume_is_one_error_line(cli_run, tmp_path, damage
     assert "unreadable or damaged history" in err and err.count("\n") == 1
 
 
-def test_a_full_or_read_only_disk_is_an_error_line_and_leaves_no_temporary_file(cli_run, tmp_path,
-                                                                                   monkeypatch, capsys):
+@pytest.mark.parametrize("errno_name, text", [("ENOSPC", "No space left on device"),
+                                              ("EROFS", "Read-only file system")])
+def test_a_full_or_read_only_disk_is_an_error_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys,
+                                                                                   errno_name, text):
     import errno
 
     import sacnn_lab.history as H
 
-    def full(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def fails(fd):  # the disk refuses the first checkpoint or history write (tests run as root: no chmod)
+        raise OSError(getattr(errno, errno_name), text)
 
-    monkeypatch.setattr(H.os, "fsync", full)
+    monkeypatch.setattr(H.os, "fsync", fails)
     out = tmp_path / "full"
     assert main(["train", "--out", str(out), *TINY]) == 2
     err = capsys.readouterr().err
-    assert "cannot write" in err and "No space left on device" in err and err.count("\n") == 1
+    assert "cannot write" in err and text in err and err.count("\n") == 1
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")] and not (out / LOCK).exists()
 
 
