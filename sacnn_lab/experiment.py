@@ -215,29 +215,40 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
     if run_dir is None:
         return _fit(config, plain, None, None, None, progress, callbacks)
     run_dir = check_run_folder(run_dir)  # a refused folder says so before any data is drawn or glyph rendered
-    with run_lock(run_dir):
-        check_run_folder(run_dir)  # again, now that no other training can write into it
-        ckpt = run_dir / "checkpoint.pt"
-        state, history = None, None
-        if ckpt.is_file() and not resume:
-            raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) to continue "
-                                  f"it, or choose another folder")
-        if resume and ckpt.is_file():
-            state = read_checkpoint(ckpt)
-            # a run saved before a config field existed has that field's default
-            saved = _plain(RunConfig.from_dict(state["config"]).to_dict())
-            if saved != plain:
-                changes = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in config_differences(saved, plain))
-                raise ValueError(f"{ckpt} was trained with another configuration ({changes}); resume with "
-                                 f"the same settings, or choose another run folder")
-            history = History.load(run_dir)
-            left = _nothing_left(config, state)
-            if left is not None:
-                model = build_model(config, pretrained=False)
-                model.load_state_dict(state["model"])
-                history.truncate(int(state["epoch"]), int(state["step"]))
-                return Run(config, model.eval(), history, run_dir, nothing_left=left)
-        return _fit(config, plain, run_dir, state, history, progress, callbacks)
+    created = not run_dir.exists()
+    try:
+        with run_lock(run_dir):
+            return _train_locked(config, plain, run_dir, resume, progress, callbacks)
+    finally:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+
+
+def _train_locked(config: RunConfig, plain: dict[str, Any], run_dir: Path, resume: bool, progress: bool,
+                  callbacks: Sequence[Callback]) -> Run:
+    """The part of :func:`train` done while the run folder's lock is held."""
+    check_run_folder(run_dir)  # again, now that no other training can write into it
+    ckpt = run_dir / "checkpoint.pt"
+    state, history = None, None
+    if ckpt.is_file() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) to continue "
+                              f"it, or choose another folder")
+    if resume and ckpt.is_file():
+        state = read_checkpoint(ckpt)
+        # a run saved before a config field existed has that field's default
+        saved = _plain(RunConfig.from_dict(state["config"]).to_dict())
+        if saved != plain:
+            changes = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in config_differences(saved, plain))
+            raise ValueError(f"{ckpt} was trained with another configuration ({changes}); resume with "
+                             f"the same settings, or choose another run folder")
+        history = History.load(run_dir)
+        left = _nothing_left(config, state)
+        if left is not None:
+            model = build_model(config, pretrained=False)
+            model.load_state_dict(state["model"])
+            history.truncate(int(state["epoch"]), int(state["step"]))
+            return Run(config, model.eval(), history, run_dir, nothing_left=left)
+    return _fit(config, plain, run_dir, state, history, progress, callbacks)
 
 
 def _nothing_left(config: RunConfig, state: dict[str, Any]) -> str | None:

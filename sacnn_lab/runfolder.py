@@ -27,6 +27,8 @@ except ImportError:  # Windows: exclusive creation and the owner's process id in
 LOCK = "run.lock"
 RUN_FILES = frozenset({"config.json", "checkpoint.pt", "best.pt", "history.json", "history.npz", "faces.json",
                        LOCK, "defect_maps.png", "test_metrics.json"})
+# what a file browser leaves in any folder it shows: never a reason to refuse one
+BROWSER_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
 class RunFolderBusy(FileExistsError):
@@ -58,11 +60,12 @@ def foreign_entries(run_dir: str | os.PathLike, deep: bool = False) -> list[str]
     if not run_dir.is_dir():
         return []
     content = {"config.json": lambda d: isinstance(d, dict) and {"model", "data", "train"} <= set(d),
-               "history.json": lambda d: isinstance(d, dict) and str(d.get("format", "")).startswith("sacnn-lab-history")}
+               "history.json": lambda d: isinstance(d, dict)
+               and str(d.get("format", "")).startswith("sacnn-lab-history")}
     check = deep or not (run_dir / "checkpoint.pt").is_file()
     out = []
     for p in run_dir.iterdir():
-        ours = p.name in RUN_FILES and p.is_file() or _is_our_temporary(p.name)
+        ours = p.name in RUN_FILES and p.is_file() or _is_our_temporary(p.name) or p.name in BROWSER_LITTER
         if ours and check and p.name in content:
             ours = _json_is(p, content[p.name])
         if ours and deep and p.suffix == ".pt":

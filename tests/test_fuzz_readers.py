@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data_gen.folders import HEADER, LabelFileError, LabelledImage, read_dagm, read_labels, write_labels
+from data_gen.folders import LabelFileError, LabelledImage, read_dagm, read_labels, write_labels
 
 SEED = 20261130
 TOKENS = ["", " ", "0", "1", "2", "-1", "x", "1.5", "1e3", "../up.png", "/abs.png", "a.png", "b.png", "é.png",

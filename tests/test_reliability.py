@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from data_gen.__main__ import main as data_main
 from data_gen.__main__ import write_characters
 from data_gen.characters import CharacterConfig
 from data_gen.folders import read_labels
+from sacnn_lab.cli import main
+from sacnn_lab.config import RunConfig
+from sacnn_lab.experiment import train
+from sacnn_lab.runfolder import LOCK, RunFolderBusy, run_lock
+from tests.test_cli import TINY
+from tests.test_trainer import tiny_config
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -102,19 +112,6 @@ def test_textile_stages_refuses_and_keeps_inside_out(tmp_path, capsys):
 
 
 # ---- run folders: train, demo -------------------------------------------------------------------------
-
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from sacnn_lab.cli import main  # noqa: E402
-from sacnn_lab.experiment import train  # noqa: E402
-from sacnn_lab.runfolder import LOCK, RunFolderBusy, run_lock  # noqa: E402
-from tests.test_cli import TINY  # noqa: E402
-from tests.test_trainer import tiny_config  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -409,7 +406,7 @@ def test_a_full_or_read_only_disk_is_an_error_line_and_leaves_no_temporary_file(
     assert main(["train", "--out", str(out), *TINY]) == 2
     err = capsys.readouterr().err
     assert "cannot write" in err and text in err and err.count("\n") == 1
-    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")] and not (out / LOCK).exists()
+    assert not out.exists()  # the first write failed: no temporary file, no lock, no empty folder left
 
 
 def test_out_under_a_file_is_an_error_line(tmp_path, capsys):
@@ -449,3 +446,14 @@ def test_config_values_that_cannot_work_are_refused_when_the_config_is_made(fiel
 
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder_and_browser_litter_is_no_reason_to_refuse(tmp_path):
+    cfg = RunConfig.preset("fast", data="textile").updated(folder=str(tmp_path / "no-dagm-here"))
+    with pytest.raises(FileNotFoundError, match="not a DAGM 2007 class folder"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    shown = tmp_path / "browsed"
+    shown.mkdir()
+    (shown / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    assert train(tiny_config(epochs=1), shown, progress=False).history.epochs
