@@ -10,27 +10,25 @@ together; runs saved to and loaded from a folder.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
-from data_gen.characters import CharacterBatch, CharacterGenerator
-from data_gen.fonts import compare_faces, face_records
+from data_gen.characters import CharacterBatch
 
 from .baseline import VGGBaseline
 from .callbacks import (Checkpointer, Evaluator, NanGuard, ProbeRecorder, ProgressBar, TimeBudget,
                         evaluate_arrays, read_checkpoint)
 from .config import RunConfig
-from .data import FolderEpochs, FolderSet, GeneratedEpochs, load_dagm, textile_folder
+from .data import FolderSet
 from .history import History, atomic_write_bytes
 from .model import SACNN
 from .runfolder import check_run_folder, run_lock
+from .sources import CharacterSource, DagmSource, LabelledFolderSource, pointing_masks, source_for
 from .trainer import Callback, Trainer
 
 
@@ -67,20 +65,9 @@ def _network(config: RunConfig, pretrained: bool) -> SACNN | VGGBaseline:
     return SACNN(config.model)
 
 
-def _generators(config: RunConfig) -> tuple[CharacterGenerator, CharacterGenerator]:
-    train = CharacterGenerator(config.data.characters)
-    ev_cfg = config.data.eval_characters()
-    same_faces = (ev_cfg.font_split, ev_cfg.font_dirs, ev_cfg.system_fonts) == (
-        config.data.characters.font_split, config.data.characters.font_dirs, config.data.characters.system_fonts)
-    ev = CharacterGenerator(ev_cfg, faces=train.faces if same_faces else None)
-    if same_faces:
-        ev.atlas = train.atlas  # share rendered glyphs
-    return train, ev
-
-
-def split(config: RunConfig, which: str, generator: CharacterGenerator | None = None,
-          n: int | None = None) -> CharacterBatch | FolderSet:
-    """A fixed evaluation split of the run's data: ``"val"``, ``"test"`` or ``"probe"``.
+def split(config: RunConfig, which: str, n: int | None = None) -> CharacterBatch | FolderSet:
+    """A fixed evaluation split of the run's data: ``"val"``, ``"test"`` or ``"probe"`` (see its
+    :class:`~sacnn_lab.sources.DataSource`).
 
     Characters: the test split uses its own seed (never seen in training); the probe batch is
     ``probe_size`` test images, whose maps are recorded every epoch. Textile: the DAGM folder's ``Test``
@@ -90,22 +77,9 @@ def split(config: RunConfig, which: str, generator: CharacterGenerator | None = 
     Args:
         config: the run.
         which: ``"val"``, ``"test"`` or ``"probe"``.
-        generator: the character generator to draw with (shares its glyph cache); characters only.
         n: the first ``n`` images instead of the whole split (the probe: its size).
     """
-    d = config.data
-    if which not in ("val", "test", "probe"):
-        raise ValueError(f"split must be 'val', 'test' or 'probe', not {which!r}")
-    if d.source == "textile":
-        test = textile_split(config, "Test")
-        if which == "probe":
-            return test.subset(_textile_probe(test.labels, n or d.probe_size))
-        return test if n is None else test.subset(np.arange(min(n, len(test))))
-    gen = generator or _generators(config)[1]
-    if which == "probe":
-        return gen.generate(d.test_seed, _probe_indices(gen, d.test_seed, n or d.probe_size))
-    seed, size = (d.val_seed, d.val_size) if which == "val" else (d.test_seed, d.test_size)
-    return gen.generate(seed, np.arange(n or size), masks=False)
+    return source_for(config).split(which, n)
 
 
 def textile_split(config: RunConfig, which: str = "Test") -> FolderSet:
@@ -115,71 +89,9 @@ def textile_split(config: RunConfig, which: str = "Test") -> FolderSet:
     Raises:
         ValueError: the run's data source is not ``"textile"``; a bad folder (file named).
     """
-    d = config.data
-    if d.source != "textile":
-        raise ValueError(f"textile_split needs a textile run, not source={d.source!r}")
-    folder = textile_folder(d)
-    return _load_dagm_cached(str(folder.resolve()), which, d.truth, d.image_size if d.folder is None else None,
-                             _split_stamp(folder / which))
-
-
-def _split_stamp(split_dir: Path) -> tuple[int, ...]:
-    """Modification times of a DAGM split folder and of its label index: they change when the folder is
-    written again, so that a rewritten folder is read again."""
-    return tuple(p.stat().st_mtime_ns for p in (split_dir, split_dir / "Label" / "Labels.txt") if p.exists())
-
-
-@functools.lru_cache(maxsize=2)
-def _load_dagm_cached(folder: str, which: str, truth: str, size: int | None, stamp: tuple[int, ...]) -> FolderSet:
-    # a textile run reads its Test split for validation, probe and test: read the PNGs once per process
-    # (``stamp`` is only part of the cache's key)
-    return load_dagm(folder, which, size=None if size is None else (size, size), truth=truth)
-
-
-def _textile_probe(labels: np.ndarray, size: int) -> np.ndarray:
-    """Positions of a probe batch: about half defective images, the rest defect-free, in folder order."""
-    bad, good = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    k = min(len(bad), (size + 1) // 2)
-    return np.sort(np.concatenate([bad[:k], good[: size - k]]))
-
-
-def _probe_indices(gen: CharacterGenerator, seed: int, size: int) -> np.ndarray:
-    """Test images for the probe batch: about half defective, a quarter of those with several
-    characters where the generator makes them (the paper's Figures 7 and 8), the rest defect-free."""
-    pool = gen.generate(seed, np.arange(max(256, 16 * size)))
-    n_boxes = (pool.boxes[:, :, 0] >= 0).sum(1)
-    multi = np.flatnonzero(n_boxes > 1)[: size // 4]
-    single = np.flatnonzero(n_boxes == 1)[: (size + 1) // 2 - len(multi)]
-    free = np.flatnonzero(n_boxes == 0)[: size - len(multi) - len(single)]
-    return np.sort(np.concatenate([multi, single, free]))
-
-
-# a run that draws this many character samples renders most glyphs anyway: render them all before the
-# clock starts (16–19 s on our 2-core machine) rather than one by one inside the training steps
-WARM_UP_SAMPLES = 20_000
-
-
-def _training_data(config: RunConfig, progress: bool = False
-                   ) -> tuple[GeneratedEpochs | FolderEpochs, Any, Any, dict[str, list[dict]] | None]:
-    """The run's training source, validation set and probe batch (the glyphs of a long character run
-    rendered first, see ``WARM_UP_SAMPLES``), and the font faces a character run draws with
-    (:func:`data_gen.fonts.face_records` of its training and evaluation generators; ``None`` for textile)."""
-    t, d = config.train, config.data
-    if d.source == "textile":
-        train_set = textile_split(config, "Train")
-        return (FolderEpochs(train_set.images, train_set.labels, t.batch_size, seed=d.train_seed),
-                split(config, "val"), split(config, "probe"), None)
-    gen_train, gen_eval = _generators(config)
-    early = None
-    if d.early_epochs:
-        early = CharacterGenerator(d.early_characters(), faces=gen_train.faces)
-        early.atlas = gen_train.atlas  # the same glyphs at the same sizes
-    if t.epochs * d.samples_per_epoch >= WARM_UP_SAMPLES:
-        gen_train.warm_up(progress=progress)
-    data = GeneratedEpochs(gen_train, d.train_seed, d.samples_per_epoch, t.batch_size, t.num_workers,
-                           early_generator=early, early_epochs=d.early_epochs)
-    faces = {"train": face_records(gen_train.faces), "eval": face_records(gen_eval.faces)}
-    return data, split(config, "val", gen_eval), split(config, "probe", gen_eval), faces
+    if config.data.source != "textile":
+        raise ValueError(f"textile_split needs a textile run, not source={config.data.source!r}")
+    return DagmSource(config).folder_split(which)
 
 
 def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: bool = False,
@@ -274,9 +186,11 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any,
 
 def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: dict[str, Any] | None,
          history: History | None, progress: bool, callbacks: Sequence[Callback]) -> Run:
-    data, val, probe, faces = _training_data(config, progress)
+    source = source_for(config)
+    data, val, probe = source.training(progress), source.split("val"), source.probe()
     if run_dir is not None:
         atomic_write_bytes(run_dir / "config.json", json.dumps(plain, indent=1).encode())
+        faces = source.faces_record()
         if faces is not None:
             atomic_write_bytes(run_dir / FACES_FILE, json.dumps(faces, indent=1).encode())
     model = build_model(config, pretrained=state is None)  # a resumed run's weights come from its checkpoint
@@ -286,7 +200,7 @@ def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: 
         cbs.append(TimeBudget(t.max_time))
     cbs += [ProbeRecorder(probe.images, probe.labels, probe.boxes),
             Evaluator(val.images, val.labels, val.boxes, "val", every=t.eval_every,
-                      batch_size=t.eval_batch_size, masks=_pointing_masks(val))]
+                      batch_size=t.eval_batch_size, masks=pointing_masks(val))]
     if run_dir is not None:
         cbs.append(Checkpointer(run_dir, plain, best=t.keep_best))
     if progress:
@@ -351,26 +265,19 @@ FACES_FILE = "faces.json"
 
 def faces_differ(run_dir: str | os.PathLike, config: RunConfig) -> str | None:
     """Whether this machine draws a character run's evaluation images with other font faces than the run
-    recorded (``run_dir/faces.json``): a sentence saying how, or ``None`` (the same faces, a textile run,
-    or a run folder without the record)."""
+    recorded (``run_dir/faces.json``): a sentence saying how, or ``None`` (the same faces, a source of
+    image files, or a run folder without the record)."""
     path = Path(run_dir) / FACES_FILE
-    if config.data.source != "characters" or not path.is_file():
+    if not path.is_file():
         return None
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))["eval"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return f"{path} cannot be read: whether this machine has the run's font faces is unknown"
-    diff = compare_faces(recorded, face_records(_generators(config)[1].faces))
+    diff = source_for(config).faces_differ(record)
     if diff is None:
         return None
-    return (f"this machine's font faces differ from those {run_dir} was trained and measured with ({diff}): "
-            f"its generated test images differ too, and so may its figures")
-
-
-def _pointing_masks(batch: Any) -> np.ndarray | None:
-    """The masks the pointing game scores against: a DAGM set's (its label ellipses, or true masks);
-    character sets point into their boxes."""
-    return batch.masks if isinstance(batch, FolderSet) else None
+    return f"{diff}: the generated test images differ from those {run_dir} was measured on, and so may its figures"
 
 
 def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: int = 250,
@@ -380,7 +287,7 @@ def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: in
     the pointing game on defective images with known boxes (a DAGM set: inside their masks), a hit
     within ``tolerance`` pixels of the truth counting (see :func:`~sacnn_lab.metrics.pointing_game`)."""
     return evaluate_arrays(model, batch.images, batch.labels, batch.boxes, batch_size,
-                           masks=_pointing_masks(batch), tolerance=tolerance)
+                           masks=pointing_masks(batch), tolerance=tolerance)
 
 
 def load_or_train(config: RunConfig, run_dir: str | os.PathLike, progress: bool = True) -> Run:
@@ -410,7 +317,6 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
     from data_gen.folders import is_dagm
 
     from .config import DataConfig
-    from .data import load_folder
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n (--n) must be a whole number >= 1 of images, not {n!r}")
@@ -423,11 +329,11 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
             config = replace(config, data=replace(config.data, test_seed=int(seed)))
         if config.data.source != "characters":
             config = replace(config, data=DataConfig())
-        return split(config, "test", n=n)
+        return CharacterSource(config).split("test", n)
     if spec == "textile" or is_dagm(spec):
         data = config.data if config.data.source == "textile" else DataConfig.dagm()
         if spec != "textile":
             data = replace(data, folder=spec)
-        return split(replace(config, data=data), "test", n=n)
+        return DagmSource(replace(config, data=data)).split("test", n)
     size = (config.data.characters.image_size,) * 2 if config.data.source == "characters" else None
-    return load_folder(spec, size=size)
+    return LabelledFolderSource(spec, size=size).split("test", n)

@@ -299,13 +299,13 @@ def test_progressive_resizing_trains_and_its_schedule_counts_every_step(tmp_path
 
 
 def test_long_character_runs_render_their_glyphs_before_the_clock_starts(monkeypatch):
-    from sacnn_lab import experiment
+    from sacnn_lab.sources import WARM_UP_SAMPLES, CharacterSource
 
     calls = []
     monkeypatch.setattr(CharacterGenerator, "warm_up", lambda self, progress=False: calls.append(self) or 0)
-    experiment._training_data(tiny_config())
+    CharacterSource(tiny_config()).training()
     assert calls == []
-    experiment._training_data(tiny_config(epochs=experiment.WARM_UP_SAMPLES // 48 + 1))
+    CharacterSource(tiny_config(epochs=WARM_UP_SAMPLES // 48 + 1)).training()
     assert len(calls) == 1
 
 

@@ -1,0 +1,237 @@
+"""Data sources: where a run's images come from, one interface for every kind.
+
+A :class:`DataSource` knows its training epochs, its fixed evaluation splits (validation and test), its
+probe batch (the images whose maps are recorded every epoch) and its truth (boxes, and masks where the set
+has them). :func:`source_for` picks the source a :class:`~sacnn_lab.config.RunConfig` names, so that
+:mod:`sacnn_lab.experiment` wires a source, a model and a trainer without knowing which source it has.
+
+    source = source_for(RunConfig.preset("fast"))
+    data = source.training()              # an EpochSource for the Trainer
+    val, probe = source.split("val"), source.probe()
+    pointing_masks(val)                   # masks the pointing game scores against, or None (boxes)
+
+Implementations: :class:`CharacterSource` (the generated character set), :class:`DagmSource` (a DAGM 2007
+class folder: the generated textile set or the real one), :class:`LabelledFolderSource` (``images/`` +
+``labels.csv``, for evaluation).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from data_gen.characters import CharacterBatch, CharacterGenerator
+from data_gen.fonts import compare_faces, face_records
+
+from .data import FolderEpochs, FolderSet, GeneratedEpochs, load_dagm, load_folder, textile_folder
+
+if TYPE_CHECKING:
+    from .trainer import EpochSource
+
+SPLITS = ("val", "test", "probe")
+# a run that draws this many character samples renders most glyphs anyway: render them all before the
+# clock starts (16–19 s on our 2-core machine) rather than one by one inside the training steps
+WARM_UP_SAMPLES = 20_000
+
+
+def _check_split(which: str) -> None:
+    if which not in SPLITS:
+        raise ValueError(f"split must be 'val', 'test' or 'probe', not {which!r}")
+
+
+class DataSource:
+    """What a run's data must offer. Subclasses implement :meth:`training`, :meth:`split` and
+    :meth:`probe`; the rest has defaults.
+
+    A batch is anything with ``images`` ``(N, H, W)`` uint8, ``labels`` ``(N,)`` 0/1 and ``boxes``
+    ``(N, K, 4)`` int32 (-1 rows unused); a :class:`~sacnn_lab.data.FolderSet` also has ``masks``.
+    """
+
+    def training(self, progress: bool = False) -> EpochSource:
+        """The training epochs (see :class:`~sacnn_lab.trainer.EpochSource`)."""
+        raise NotImplementedError
+
+    def split(self, which: str, n: int | None = None) -> Any:
+        """A fixed evaluation split, ``"val"`` or ``"test"`` (``"probe"``: :meth:`probe`); the first ``n``
+        images when given."""
+        raise NotImplementedError
+
+    def probe(self, n: int | None = None) -> Any:
+        """The probe batch: ``n`` (default: the config's ``probe_size``) images of the test split, about
+        half of them defective."""
+        raise NotImplementedError
+
+    def faces_record(self) -> dict[str, Any] | None:
+        """The font faces the source draws with, which a run folder keeps (``faces.json``), or ``None``
+        for a source of image files."""
+        return None
+
+    def faces_differ(self, record: dict[str, Any]) -> str | None:
+        """How this machine's faces differ from a run's :meth:`faces_record`, in words, or ``None``."""
+        return None
+
+
+def pointing_masks(batch: Any) -> np.ndarray | None:
+    """The masks the pointing game scores ``batch`` against (a set with masks: a DAGM set's label
+    ellipses or true masks), or ``None`` (its boxes: the character sets)."""
+    return batch.masks if isinstance(batch, FolderSet) else None
+
+
+class CharacterSource(DataSource):
+    """The generated character set of a run: fresh samples every epoch from the training seed, validation
+    and test splits of their own seeds (the test split's never seen in training), a probe batch of test
+    images (about half defective, a quarter of those with several characters, the paper's Figures 7–8)."""
+
+    def __init__(self, config: Any):
+        if config.data.source != "characters":
+            raise ValueError(f"CharacterSource needs a character run, not source={config.data.source!r}")
+        self.config = config
+
+    @functools.cached_property
+    def generators(self) -> tuple[CharacterGenerator, CharacterGenerator]:
+        """The training and evaluation generators (one glyph cache where their faces are the same)."""
+        chars, ev_cfg = self.config.data.characters, self.config.data.eval_characters()
+        train = CharacterGenerator(chars)
+        same_faces = (ev_cfg.font_split, ev_cfg.font_dirs, ev_cfg.system_fonts) == (
+            chars.font_split, chars.font_dirs, chars.system_fonts)
+        ev = CharacterGenerator(ev_cfg, faces=train.faces if same_faces else None)
+        if same_faces:
+            ev.atlas = train.atlas  # share rendered glyphs
+        return train, ev
+
+    def training(self, progress: bool = False) -> GeneratedEpochs:
+        """New samples every epoch; the early epochs (``early_epochs``) on smaller images; the glyphs of a
+        long run rendered first (see ``WARM_UP_SAMPLES``)."""
+        t, d = self.config.train, self.config.data
+        gen_train = self.generators[0]
+        early = None
+        if d.early_epochs:
+            early = CharacterGenerator(d.early_characters(), faces=gen_train.faces)
+            early.atlas = gen_train.atlas  # the same glyphs at the same sizes
+        if t.epochs * d.samples_per_epoch >= WARM_UP_SAMPLES:
+            gen_train.warm_up(progress=progress)
+        return GeneratedEpochs(gen_train, d.train_seed, d.samples_per_epoch, t.batch_size, t.num_workers,
+                               early_generator=early, early_epochs=d.early_epochs)
+
+    def split(self, which: str, n: int | None = None) -> CharacterBatch:
+        _check_split(which)
+        if which == "probe":
+            return self.probe(n)
+        d = self.config.data
+        seed, size = (d.val_seed, d.val_size) if which == "val" else (d.test_seed, d.test_size)
+        return self.generators[1].generate(seed, np.arange(n or size), masks=False)
+
+    def probe(self, n: int | None = None) -> CharacterBatch:
+        gen, d = self.generators[1], self.config.data
+        size = n or d.probe_size
+        pool = gen.generate(d.test_seed, np.arange(max(256, 16 * size)))
+        n_boxes = (pool.boxes[:, :, 0] >= 0).sum(1)
+        multi = np.flatnonzero(n_boxes > 1)[: size // 4]
+        single = np.flatnonzero(n_boxes == 1)[: (size + 1) // 2 - len(multi)]
+        free = np.flatnonzero(n_boxes == 0)[: size - len(multi) - len(single)]
+        return gen.generate(d.test_seed, np.sort(np.concatenate([multi, single, free])))
+
+    def faces_record(self) -> dict[str, Any]:
+        """The font faces of the training and evaluation generators (:func:`data_gen.fonts.face_records`)."""
+        train, ev = self.generators
+        return {"train": face_records(train.faces), "eval": face_records(ev.faces)}
+
+    def faces_differ(self, record: dict[str, Any]) -> str | None:
+        try:
+            recorded = record["eval"]
+        except (KeyError, TypeError):
+            return "the run's record of its font faces cannot be read"
+        diff = compare_faces(recorded, face_records(self.generators[1].faces))
+        return None if diff is None else f"this machine's font faces differ from the run's ({diff})"
+
+
+class DagmSource(DataSource):
+    """A DAGM 2007 class folder (``config.data.folder``, or the generated textile set written into the
+    cache on first use): its ``Train`` split trains, one pass per epoch with random flips; its ``Test``
+    split serves validation, test and probe (DAGM has no validation split); masks from
+    ``config.data.truth``."""
+
+    def __init__(self, config: Any):
+        if config.data.source != "textile":
+            raise ValueError(f"DagmSource needs a textile run, not source={config.data.source!r}")
+        self.config = config
+
+    def folder_split(self, which: str = "Test") -> FolderSet:
+        """The ``"Train"`` or ``"Test"`` split of the class folder, with masks and boxes."""
+        d = self.config.data
+        folder = textile_folder(d)
+        return _load_dagm_cached(str(folder.resolve()), which, d.truth,
+                                 d.image_size if d.folder is None else None, _split_stamp(folder / which))
+
+    def training(self, progress: bool = False) -> FolderEpochs:
+        train = self.folder_split("Train")
+        return FolderEpochs(train.images, train.labels, self.config.train.batch_size,
+                            seed=self.config.data.train_seed)
+
+    def split(self, which: str, n: int | None = None) -> FolderSet:
+        _check_split(which)
+        if which == "probe":
+            return self.probe(n)
+        test = self.folder_split("Test")
+        return test if n is None else test.subset(np.arange(min(n, len(test))))
+
+    def probe(self, n: int | None = None) -> FolderSet:
+        test = self.folder_split("Test")
+        size = n or self.config.data.probe_size
+        bad, good = np.flatnonzero(test.labels == 1), np.flatnonzero(test.labels == 0)
+        k = min(len(bad), (size + 1) // 2)
+        return test.subset(np.sort(np.concatenate([bad[:k], good[: size - k]])))
+
+
+def _split_stamp(split_dir: Path) -> tuple[int, ...]:
+    """Modification times of a DAGM split folder and of its label index: they change when the folder is
+    written again, so that a rewritten folder is read again."""
+    return tuple(p.stat().st_mtime_ns for p in (split_dir, split_dir / "Label" / "Labels.txt") if p.exists())
+
+
+@functools.lru_cache(maxsize=2)
+def _load_dagm_cached(folder: str, which: str, truth: str, size: int | None, stamp: tuple[int, ...]) -> FolderSet:
+    # a textile run reads its Test split for validation, probe and test: read the PNGs once per process
+    # (``stamp`` is only part of the cache's key)
+    return load_dagm(folder, which, size=None if size is None else (size, size), truth=truth)
+
+
+class LabelledFolderSource(DataSource):
+    """A labelled folder (``images/`` + ``labels.csv``, see :mod:`data_gen.folders`) as evaluation data:
+    every split is the whole folder (its first ``n`` images). Training on a user's own folder is the work
+    of the class-folder source still to come; this one refuses it with a clear message."""
+
+    def __init__(self, root: str | os.PathLike, size: tuple[int, int] | None = None):
+        self.root, self.size = Path(root), size
+
+    @functools.cached_property
+    def images(self) -> FolderSet:
+        return load_folder(self.root, size=self.size)
+
+    def training(self, progress: bool = False) -> EpochSource:
+        raise ValueError(f"{self.root} is a labelled folder: sacnn-lab evaluates on it, it does not train on "
+                         f"it (yet): train on characters, textile or a DAGM 2007 class folder")
+
+    def split(self, which: str, n: int | None = None) -> FolderSet:
+        _check_split(which)
+        data = self.images
+        return data if n is None else data.subset(np.arange(min(n, len(data))))
+
+    def probe(self, n: int | None = None) -> FolderSet:
+        return self.split("test", n or 16)
+
+
+def source_for(config: Any) -> DataSource:
+    """The data source a run's config names (``config.data.source``)."""
+    kinds = {"characters": CharacterSource, "textile": DagmSource}
+    if config.data.source not in kinds:
+        raise ValueError(f"no data source for source={config.data.source!r}; known: {sorted(kinds)}")
+    return kinds[config.data.source](config)
+
+
+__all__ = ["DataSource", "CharacterSource", "DagmSource", "LabelledFolderSource", "source_for",
+           "pointing_masks", "WARM_UP_SAMPLES"]
