@@ -355,3 +355,129 @@ def is_dagm(path: str | os.PathLike) -> bool:
     """Whether ``path`` looks like a DAGM 2007 class folder (``Train/`` or ``Test/`` inside)."""
     path = Path(path)
     return (path / "Train").is_dir() or (path / "Test").is_dir()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Class folders: a user's own images sorted into good/ and defect folders
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+GOOD = "good"
+MASKS = "masks"
+SPLIT_FOLDERS = ("train", "val", "test")
+# what file browsers and operating systems leave in folders: never an image, never an error
+IGNORED_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+@dataclass
+class ClassImage:
+    """One image of a class folder.
+
+    Attributes:
+        path: the image file, relative to the folder's root (``scratch/017.png``, ``train/good/3.jpg``).
+        label: 0 = defect-free (``good/``), 1 = defective (any other folder).
+        kind: ``"good"`` or the name of its defect folder (its defect type).
+        mask: its mask, relative to the root (``masks/...``), or ``None``: for evaluation only.
+    """
+
+    path: str
+    label: int
+    kind: str
+    mask: str | None = None
+
+
+def is_class_folder(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is laid out as class folders: ``good/`` inside it, or inside its ``train/``."""
+    root = Path(root)
+    return (root / GOOD).is_dir() or (root / "train" / GOOD).is_dir()
+
+
+def _files(folder: Path, root: Path, subfolders: bool = False) -> list[Path]:
+    """The image files of one class (or masks) folder, sorted by name; anything else is an error (a
+    subfolder too, unless ``subfolders``: ``masks/`` holds one per defect type)."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name in IGNORED_FILES or p.name.startswith("."):
+            continue
+        if p.is_dir() and subfolders:
+            continue
+        if p.is_dir():
+            raise FileExistsError(f"{p} is a folder inside the class folder {folder.relative_to(root)}/: a class "
+                                  f"folder holds image files only")
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(f"{p} is not an image file (sacnn-lab reads {', '.join(IMAGE_SUFFIXES)}): move it "
+                             f"out of the class folder")
+        out.append(p)
+    return out
+
+
+def _read_classes(base: Path, root: Path) -> list[ClassImage]:
+    """The images of one layout level: ``base/good/``, ``base/<defect>/`` …, ``base/masks/``."""
+    if not (base / GOOD).is_dir():
+        raise FileNotFoundError(f"{base} has no {GOOD}/ folder: a class folder holds good/ (defect-free images) "
+                                f"and one or more folders of defective images (defective/, or one per type)")
+    kinds = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name not in (GOOD, MASKS, *SPLIT_FOLDERS)
+                   and not p.name.startswith("."))
+    if not kinds:
+        raise FileNotFoundError(f"{base} holds {GOOD}/ but no folder of defective images beside it (e.g. "
+                                f"defective/, or scratch/, hole/ ... one per defect type)")
+    items: list[ClassImage] = []
+    for kind in (GOOD, *kinds):
+        files = _files(base / kind, root)
+        if not files:
+            raise FileNotFoundError(f"{base / kind} holds no image")
+        items += [ClassImage(p.relative_to(root).as_posix(), int(kind != GOOD), kind) for p in files]
+    masks_dir = base / MASKS
+    if masks_dir.is_dir():
+        _attach_masks(items, masks_dir, root)
+    return items
+
+
+def _attach_masks(items: list[ClassImage], masks_dir: Path, root: Path) -> None:
+    """Pair every mask of ``masks_dir`` with its defective image: ``masks/[<type>/]NAME`` or
+    ``masks/[<type>/]STEM_mask.png``. A mask that fits no defective image is an error."""
+    found = {}
+    for sub in [masks_dir, *sorted(p for p in masks_dir.iterdir() if p.is_dir())]:
+        for p in _files(sub, root, subfolders=sub == masks_dir):
+            found[p] = p.relative_to(root).as_posix()
+    used = set()
+    for it in items:
+        if not it.label:
+            continue
+        name, stem = Path(it.path).name, Path(it.path).stem
+        for cand in (masks_dir / it.kind / name, masks_dir / it.kind / f"{stem}_mask.png",
+                     masks_dir / name, masks_dir / f"{stem}_mask.png"):
+            if cand in found:
+                it.mask = found[cand]
+                used.add(cand)
+                break
+    unused = sorted(str(p) for p in found if p not in used)
+    if unused:
+        raise FileNotFoundError(f"{unused[0]} is a mask of no defective image ({len(unused)} such mask(s)): a mask "
+                                f"takes its image's name (or NAME_mask.png), in masks/ or masks/<defect folder>/")
+
+
+def read_class_folder(root: str | os.PathLike) -> dict[str, list[ClassImage]]:
+    """Read a class folder: ``ROOT/good/`` and one or more folders of defective images (``defective/``, or one
+    per defect type, as MVTec AD and torchvision's ImageFolder arrange them), optionally ``ROOT/masks/``.
+
+    Args:
+        root: the folder. When it holds ``train/`` and ``test/`` (and optionally ``val/``), each of those is
+            read as a class folder of its own: the user's splits.
+
+    Returns:
+        ``{"all": [...]}`` for one folder; ``{"train": [...], "test": [...] (, "val": [...])}`` for split
+        folders. Images in file-name order, good first.
+
+    Raises:
+        FileNotFoundError: no ``good/``, no defect folder, an empty class folder, a mask of no image.
+        ValueError / FileExistsError: a file that is not an image, a folder inside a class folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        if not ((root / "train").is_dir() and (root / "test").is_dir()):
+            raise FileNotFoundError(f"{root} holds only one of train/ and test/: split folders come as train/ and "
+                                    f"test/ (and optionally val/), each with good/ and defect folders")
+        return {s: _read_classes(root / s, root) for s in SPLIT_FOLDERS if (root / s).is_dir()}
+    return {"all": _read_classes(root, root)}
