@@ -27,24 +27,31 @@ from data_gen.fonts import NoUsableFontsError
 
 
 def _data_source(spec: str) -> tuple[str, str | None]:
-    """``--data`` of train: ``characters``, ``textile`` or a DAGM 2007 class folder → (source, folder)."""
-    from data_gen.folders import is_dagm
+    """``--data`` of train: ``characters``, ``textile``, a DAGM 2007 class folder or a class folder of one's
+    own (``good/`` beside the defect folders) → (source, folder)."""
+    from data_gen.folders import is_class_folder, is_dagm
 
     if spec in ("characters", "textile"):
         return spec, None
     if is_dagm(spec):
         return "textile", spec
-    raise ValueError(f"--data {spec!r}: expected 'characters', 'textile' or a DAGM 2007 class folder "
-                     f"(one holding Train/ and Test/, e.g. .../Class1)")
+    if is_class_folder(spec):
+        return "folder", spec
+    raise ValueError(f"--data {spec!r}: expected 'characters', 'textile', a DAGM 2007 class folder (one holding "
+                     f"Train/ and Test/, e.g. .../Class1) or a folder of your own images: good/ (defect-free) "
+                     f"beside one or more folders of defective images")
 
 
 def _run_config(args: argparse.Namespace):
     from .config import BASELINE_PRESETS, PRESETS, RunConfig
 
     source, folder = _data_source(args.data)
-    if source == "textile" and args.early_epochs:
-        raise ValueError("--early-epochs (the first epochs on smaller images) is for character runs: a textile "
-                         "run trains on its full-size images throughout; leave --early-epochs out")
+    if source != "characters" and args.early_epochs:
+        raise ValueError(f"--early-epochs (the first epochs on smaller images) is for character runs: a {source} "
+                         f"run trains on its full-size images throughout; leave --early-epochs out")
+    if source == "folder" and (args.model == "baseline" or args.ratio is not None):
+        raise ValueError("a class folder trains SACNN on the images as they are: --model baseline and --ratio "
+                         "are for the generated sets (for now)")
     if args.model == "baseline":
         if args.preset is not None and args.preset not in BASELINE_PRESETS:
             raise ValueError(f"--preset {args.preset} is a SACNN preset; the baseline's are {BASELINE_PRESETS}")
@@ -59,9 +66,7 @@ def _run_config(args: argparse.Namespace):
                  if getattr(args, k) is not None]
         if given:
             raise ValueError(f"{', '.join(given)} configure the baseline: add --model baseline")
-        cfg = RunConfig.preset(args.preset or "fast", data=source)
-    if folder is not None:
-        cfg = cfg.updated(folder=folder)
+        cfg = RunConfig.preset(args.preset or "fast", data=source, **({"folder": folder} if folder else {}))
     train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("optimizer", args.optimizer), ("device", args.device),
                                ("max_time", args.max_time), ("num_workers", args.workers),
@@ -82,8 +87,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     from .config import BEST_METRICS
 
     p.add_argument("--data", default="characters",
-                   help="training data: characters (default), textile (the generated DAGM-like set) or a "
-                        "DAGM 2007 class folder (.../Class1)")
+                   help="training data: characters (default), textile (the generated DAGM-like set), a "
+                        "DAGM 2007 class folder (.../Class1), or your own folder: good/ beside one or more "
+                        "folders of defective images (optional masks/, used only to evaluate)")
     p.add_argument("--model", choices=["sacnn", "baseline"], default="sacnn",
                    help="SACNN (default) or the Grad-CAM / VGG19 baseline")
     p.add_argument("--preset", choices=["fast", "paper", "cpu", "full"],
@@ -164,11 +170,15 @@ def _warn_if_faces_differ(checkpoint: str, data: str, config) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .experiment import evaluate, load_data, load_model
+    from .experiment import evaluate, load_data, load_model, run_test_split
 
     model, config = load_model(args.checkpoint)
-    data = load_data(args.data, config, args.n)
-    _warn_if_faces_differ(args.checkpoint, args.data, config)
+    if args.data is None:
+        data = run_test_split(args.checkpoint, config, args.n)
+        _warn_if_faces_differ(args.checkpoint, "characters" if config.data.source == "characters" else "", config)
+    else:
+        data = load_data(args.data, config, args.n)
+        _warn_if_faces_differ(args.checkpoint, args.data, config)
     t = time.perf_counter()
     metrics = evaluate(model, data, tolerance=args.tolerance)
     metrics["images"] = len(data.labels)
@@ -352,8 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(run=_train)
     e = sub.add_parser("evaluate", help="test figures of a checkpoint")
     e.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    e.add_argument("--data", default="characters",
-                   help="a labelled folder, or characters[:SEED] (the run's test split, or another seed)")
+    e.add_argument("--data", help="default: the run's own test split (a class-folder run: the test files its "
+                                  "run folder lists); or a labelled folder, textile, a DAGM 2007 class folder, or "
+                                  "characters[:SEED] (another seed)")
     e.add_argument("--n", type=int, help="images of a generated split (default: the run's test_size)")
     e.add_argument("--tolerance", type=float, default=0.0, metavar="PX",
                    help="pointing game: a hit also within PX pixels of the truth (Zhang et al. 2016: 15)")

@@ -284,7 +284,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 BEST_METRICS = ("val_accuracy", "val_precision", "val_recall", "val_f1", "val_auroc", "val_pointing_game")
 
 
-SOURCES = ("characters", "textile")
+SOURCES = ("characters", "textile", "folder")
 TRUTHS = ("ellipse", "mask")
 
 
@@ -295,6 +295,9 @@ class DataConfig:
     ``source="characters"``: training draws fresh samples every epoch (epoch ``e`` uses indices
     ``e*N … (e+1)*N-1`` of the training seed, like the authors' on-the-fly generator, but reproducible);
     the held-out validation set, the test set and the probe batch are fixed.
+
+    ``source="folder"``: a user's own class folder (``folder``), read image by image from disk in every
+    epoch (bounded memory), with its validation and test splits held in memory.
 
     ``source="textile"``: a DAGM 2007 class folder, as in the paper: a fixed ``Train`` split passed over
     once per epoch (shuffled, flipped) and a ``Test`` split. The folder is ``folder`` (the real DAGM 2007,
@@ -328,6 +331,12 @@ class DataConfig:
             sets are full size. The network is fully convolutional, so it needs no change; each early
             sample costs ``(early_size / image_size)²`` of a full one. ``early_epochs=0`` (or
             ``early_size=None``): full size throughout.
+        resize / val_fraction / test_fraction: ``source="folder"`` (a user's class folder: ``good/`` beside
+            one or more folders of defective images, see :func:`data_gen.folders.read_class_folder`): the
+            ``(H, W)`` every image is brought to (``None``: the set's most common size), and the shares of
+            each class held out for validation and test when the folder brings no ``train/`` and
+            ``test/`` of its own (a split seeded by ``train_seed``, stratified by folder, written into the
+            run folder as ``splits.json``).
     """
 
     source: str = "characters"
@@ -345,6 +354,9 @@ class DataConfig:
     eval_ratio: float = 1.0
     early_size: int | None = None
     early_epochs: int = 0
+    resize: tuple[int, int] | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
 
     def __post_init__(self) -> None:
         from data_gen.characters import CharacterConfig
@@ -362,9 +374,20 @@ class DataConfig:
             self.textile = TextileConfig(**self.textile)
         if isinstance(self.folder, os.PathLike):
             self.folder = os.fspath(self.folder)
-        if self.folder is not None and (self.source != "textile" or not isinstance(self.folder, str)):
-            raise ValueError(f"folder (a DAGM 2007 class folder) needs source='textile' and a path, "
-                             f"not source={self.source!r}, folder={self.folder!r}")
+        if self.folder is not None and (self.source == "characters" or not isinstance(self.folder, str)):
+            raise ValueError(f"folder (a DAGM 2007 class folder, or your own class folder) needs source='textile' "
+                             f"or 'folder' and a path, not source={self.source!r}, folder={self.folder!r}")
+        if self.source == "folder" and self.folder is None:
+            raise ValueError("source='folder' needs folder: the class folder (good/ beside the defect folders)")
+        if self.resize is not None:
+            self.resize = tuple(self.resize)
+            if len(self.resize) != 2:
+                raise ValueError(f"resize must be (height, width), not {self.resize}")
+            for v in self.resize:
+                _check_int("resize", v, 16)
+        for name in ("val_fraction", "test_fraction"):
+            if not (_finite(getattr(self, name)) and 0 < getattr(self, name) < 0.5):
+                raise ValueError(f"{name} must lie in (0, 0.5), not {getattr(self, name)}")
         if self.truth not in TRUTHS:
             raise ValueError(f"truth must be one of {TRUTHS}, not {self.truth!r}")
         for name in ("samples_per_epoch", "val_size", "test_size", "probe_size"):
@@ -588,8 +611,8 @@ class RunConfig:
 
         Args:
             name: ``"fast"`` or ``"paper"``.
-            data: ``"characters"`` or ``"textile"`` (the generated DAGM-like set, or the real DAGM 2007
-                with ``folder=".../Class1"``).
+            data: ``"characters"``, ``"textile"`` (the generated DAGM-like set, or the real DAGM 2007
+                with ``folder=".../Class1"``) or ``"folder"`` (your own class folder: give ``folder=``).
             overrides: fields to change, by name.
         """
         if name not in PRESETS:
@@ -598,6 +621,9 @@ class RunConfig:
             raise ValueError(f"data must be one of {SOURCES}, not {data!r}")
         if data == "textile":
             run = cls._textile(name)
+        elif data == "folder":
+            overrides = dict(overrides)
+            run = cls._folder(name, overrides.pop("folder", None))
         elif name == "paper":
             run = cls(ModelConfig.characters(), DataConfig(samples_per_epoch=100_000),
                       TrainConfig(epochs=20, batch_size=64, optimizer="sgd", lr=0.01, reduction="sum"))
@@ -608,6 +634,19 @@ class RunConfig:
                       TrainConfig(epochs=15, batch_size=16, optimizer="adam", lr=3e-3, schedule="onecycle",
                                   reduction="mean"))
         return run.updated(**overrides) if overrides else run
+
+    @classmethod
+    def _folder(cls, name: str, folder: Any) -> RunConfig:
+        # a user's photographs: the textile fast recipe at 4 blocks (a visual field of 94 px, a map of 12×12
+        # on 192² images); the paper defines no recipe for them
+        if name != "fast":
+            raise ValueError("a class folder trains with the 'fast' preset (the paper's settings are defined for "
+                             "the character and DAGM sets only)")
+        return cls(ModelConfig.textile(channels=(8, 16, 32, 32), norm="batch", inner_relu=True,
+                                       input_norm="abs_deviation"),
+                   DataConfig(source="folder", folder=folder, probe_size=16),
+                   TrainConfig(epochs=20, batch_size=16, optimizer="adam", lr=2e-3, schedule="onecycle",
+                               reduction="mean", eval_every=1, eval_batch_size=32))
 
     @classmethod
     def _textile(cls, name: str) -> RunConfig:

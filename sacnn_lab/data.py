@@ -384,6 +384,37 @@ def load_dagm(class_dir: str | os.PathLike, split: str = "Test", size: tuple[int
     return FolderSet(Path(class_dir), [it.filename for it in items], images, labels, boxes, masks)
 
 
+class ImageFiles:
+    """Image files read on demand, as an ``(N, H, W)`` uint8 array would be indexed: ``files[idx]`` reads
+    the images at positions ``idx`` (each brought to ``size``, see :func:`read_image`) and stacks them, so a
+    training set never needs to fit in memory.
+
+    Args:
+        paths: the image files.
+        size: the ``(H, W)`` every image is brought to.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, paths: Sequence[str | os.PathLike], size: tuple[int, int]):
+        self.paths, self.size = [Path(p) for p in paths], (int(size[0]), int(size[1]))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.paths), *self.size)
+
+    def __getitem__(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        out = np.empty((len(idx), *self.size), np.uint8)
+        for k, i in enumerate(idx):
+            out[k] = read_image(self.paths[int(i)], self.size)
+        return out
+
+
 class FolderEpochs:
     """Training data from a fixed set held in memory (a DAGM 2007 ``Train`` split, real or generated), for
     :class:`~sacnn_lab.trainer.Trainer`: epoch ``e`` passes over every image once, in an order drawn from
@@ -391,14 +422,14 @@ class FolderEpochs:
     defect a defect and a texture a texture). The same batches on every machine and on resume.
 
     Args:
-        images: ``(N, H, W)`` uint8.
+        images: ``(N, H, W)`` uint8, or :class:`ImageFiles` (read from disk batch by batch: bounded memory).
         labels: ``(N,)`` 0/1.
         batch_size: images per batch.
         seed: seeds the order and the flips.
         augment: draw the flips (``False``: the images as they are).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int = 0,
+    def __init__(self, images: np.ndarray | ImageFiles, labels: np.ndarray, batch_size: int, seed: int = 0,
                  augment: bool = True):
         if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels) or not len(images):
             raise ValueError(f"expected (N, H, W) uint8 images with N labels, N >= 1; got {images.dtype} "

@@ -28,7 +28,8 @@ from .data import FolderSet
 from .history import History, atomic_write_bytes
 from .model import SACNN
 from .runfolder import check_run_folder, run_lock
-from .sources import CharacterSource, DagmSource, LabelledFolderSource, pointing_masks, source_for
+from .sources import (SPLITS_FILE, CharacterSource, DagmSource, LabelledFolderSource, pointing_masks,
+                      source_for)
 from .trainer import Callback, Trainer
 
 
@@ -186,10 +187,13 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any,
 
 def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: dict[str, Any] | None,
          history: History | None, progress: bool, callbacks: Sequence[Callback]) -> Run:
-    source = source_for(config)
+    source = source_for(config, run_dir)  # a resumed class-folder run: its saved split
     data, val, probe = source.training(progress), source.split("val"), source.probe()
     if run_dir is not None:
         atomic_write_bytes(run_dir / "config.json", json.dumps(plain, indent=1).encode())
+        record = getattr(source, "split_record", None)
+        if record is not None:
+            atomic_write_bytes(run_dir / SPLITS_FILE, json.dumps(record(), indent=1).encode())
         faces = source.faces_record()
         if faces is not None:
             atomic_write_bytes(run_dir / FACES_FILE, json.dumps(faces, indent=1).encode())
@@ -288,6 +292,15 @@ def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: in
     within ``tolerance`` pixels of the truth counting (see :func:`~sacnn_lab.metrics.pointing_game`)."""
     return evaluate_arrays(model, batch.images, batch.labels, batch.boxes, batch_size,
                            masks=pointing_masks(batch), tolerance=tolerance)
+
+
+def run_test_split(checkpoint: str | os.PathLike, config: RunConfig, n: int | None = None) -> Any:
+    """The test split of the run a checkpoint belongs to: a character run's unseen seed, a textile run's
+    ``Test`` split, a class-folder run's test files as its run folder saved them (``splits.json``)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n (--n) must be a whole number >= 1 of images, not {n!r}")
+    path = Path(checkpoint)
+    return source_for(config, path if path.is_dir() else path.parent).split("test", n)
 
 
 def load_or_train(config: RunConfig, run_dir: str | os.PathLike, progress: bool = True) -> Run:

@@ -26,7 +26,7 @@ except ImportError:  # Windows: exclusive creation and the owner's process id in
 
 LOCK = "run.lock"
 RUN_FILES = frozenset({"config.json", "checkpoint.pt", "best.pt", "history.json", "history.npz", "faces.json",
-                       LOCK, "defect_maps.png", "test_metrics.json"})
+                       "splits.json", LOCK, "defect_maps.png", "test_metrics.json"})
 # what a file browser leaves in any folder it shows: never a reason to refuse one
 BROWSER_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 

@@ -11,7 +11,8 @@ has them). :func:`source_for` picks the source a :class:`~sacnn_lab.config.RunCo
     pointing_masks(val)                   # masks the pointing game scores against, or None (boxes)
 
 Implementations: :class:`CharacterSource` (the generated character set), :class:`DagmSource` (a DAGM 2007
-class folder: the generated textile set or the real one), :class:`LabelledFolderSource` (``images/`` +
+class folder: the generated textile set or the real one), :class:`ClassFolderSource` (a user's own folder:
+``good/`` beside folders of defective images), :class:`LabelledFolderSource` (``images/`` +
 ``labels.csv``, for evaluation).
 """
 
@@ -180,11 +181,14 @@ class DagmSource(DataSource):
         return test if n is None else test.subset(np.arange(min(n, len(test))))
 
     def probe(self, n: int | None = None) -> FolderSet:
-        test = self.folder_split("Test")
-        size = n or self.config.data.probe_size
-        bad, good = np.flatnonzero(test.labels == 1), np.flatnonzero(test.labels == 0)
-        k = min(len(bad), (size + 1) // 2)
-        return test.subset(np.sort(np.concatenate([bad[:k], good[: size - k]])))
+        return half_defective(self.folder_split("Test"), n or self.config.data.probe_size)
+
+
+def half_defective(data: FolderSet, size: int) -> FolderSet:
+    """A probe batch of ``size`` images of ``data``: about half defective, the rest defect-free, in order."""
+    bad, good = np.flatnonzero(data.labels == 1), np.flatnonzero(data.labels == 0)
+    k = min(len(bad), (size + 1) // 2)
+    return data.subset(np.sort(np.concatenate([bad[:k], good[: size - k]])))
 
 
 def _split_stamp(split_dir: Path) -> tuple[int, ...]:
@@ -225,13 +229,169 @@ class LabelledFolderSource(DataSource):
         return self.split("test", n or 16)
 
 
-def source_for(config: Any) -> DataSource:
-    """The data source a run's config names (``config.data.source``)."""
+SPLITS_FILE = "splits.json"
+
+
+class ClassFolderSource(DataSource):
+    """A user's class folder (``config.data.folder``: ``good/`` beside one or more folders of defective
+    images, optionally ``masks/``; see :func:`data_gen.folders.read_class_folder`).
+
+    Its ``train/`` / ``val/`` / ``test/`` folders are the splits where it has them (a missing ``val/`` is
+    carved out of ``train/``); otherwise each class folder is split, seeded by ``train_seed``, into
+    ``test_fraction`` and ``val_fraction`` held out and the rest for training. :meth:`split_record` is what a
+    run folder keeps (``splits.json``), and ``splits`` given back reproduces exactly those files. Training
+    reads its images from disk batch by batch (:class:`~sacnn_lab.data.ImageFiles`); the validation and
+    test splits are read into memory, with masks (evaluation only) where the folder has them.
+
+    Args:
+        config: the run (``source="folder"``).
+        splits: a saved :meth:`split_record` (``{"size": [H, W], "train": [...], "val": [...], "test": [...]}``,
+            paths relative to the folder), or ``None`` to make the split.
+    """
+
+    def __init__(self, config: Any, splits: dict[str, Any] | None = None):
+        if config.data.source != "folder":
+            raise ValueError(f"ClassFolderSource needs source='folder', not {config.data.source!r}")
+        self.config, self.root = config, Path(config.data.folder)
+        self._saved = splits
+
+    @functools.cached_property
+    def images(self) -> dict[str, Any]:
+        """Every :class:`~data_gen.folders.ClassImage` of the folder by its relative path."""
+        from data_gen.folders import read_class_folder
+
+        return {it.path: it for part in read_class_folder(self.root).values() for it in part}
+
+    @functools.cached_property
+    def size(self) -> tuple[int, int]:
+        """The ``(H, W)`` images are brought to: ``config.data.resize``, the saved split's, or the set's most
+        common size."""
+        from collections import Counter
+
+        from .data import image_size_of
+
+        if self.config.data.resize is not None:
+            return tuple(self.config.data.resize)
+        if self._saved is not None:
+            return tuple(self._saved["size"])
+        sizes = Counter(image_size_of(self.root / p) for p in self.images)
+        return sizes.most_common(1)[0][0]
+
+    @functools.cached_property
+    def splits(self) -> dict[str, list[str]]:
+        """``{"train": [...], "val": [...], "test": [...]}``: relative paths of each split."""
+        if self._saved is not None:
+            missing = [p for k in ("train", "val", "test") for p in self._saved[k] if p not in self.images]
+            if missing:
+                raise FileNotFoundError(f"{self.root} no longer holds {missing[0]} ({len(missing)} file(s) of the "
+                                        f"run's saved split): the folder changed since the run")
+            return {k: list(self._saved[k]) for k in ("train", "val", "test")}
+        from data_gen.folders import read_class_folder
+
+        d = self.config.data
+        layout = read_class_folder(self.root)
+        if "all" in layout:
+            train, val, test = self._carve(layout["all"], d.test_fraction, d.val_fraction)
+        else:
+            train, val, _ = self._carve(layout["train"], 0.0, 0.0 if "val" in layout else d.val_fraction)
+            val = [it.path for it in layout["val"]] if "val" in layout else val
+            test = [it.path for it in layout["test"]]
+        for name, part in (("training", train), ("validation", val), ("test", test)):
+            if not part:
+                raise ValueError(f"{self.root}: the {name} split is empty: the folder holds too few images "
+                                 f"({len(self.images)})")
+        return {"train": train, "val": val, "test": test}
+
+    def _carve(self, items: list[Any], test_fraction: float, val_fraction: float
+               ) -> tuple[list[str], list[str], list[str]]:
+        """A seeded split of ``items`` that keeps each class folder's share in every part."""
+        rng = np.random.default_rng(self.config.data.train_seed)
+        train, val, test = [], [], []
+        for kind in sorted({it.kind for it in items}):
+            paths = [it.path for it in items if it.kind == kind]
+            order = [paths[i] for i in rng.permutation(len(paths))]
+            n_test = int(round(len(order) * test_fraction))
+            n_val = int(round(len(order) * val_fraction))
+            if test_fraction and len(order) >= 3:
+                n_test = max(1, n_test)
+            if val_fraction and len(order) >= 3:
+                n_val = max(1, n_val)
+            test += order[:n_test]
+            val += order[n_test:n_test + n_val]
+            train += order[n_test + n_val:]
+        return sorted(train), sorted(val), sorted(test)
+
+    def split_record(self) -> dict[str, Any]:
+        """What a run folder keeps so that evaluation measures exactly its test files."""
+        return {"root": str(self.root.resolve()), "size": list(self.size), **self.splits}
+
+    def training(self, progress: bool = False) -> FolderEpochs:
+        from .data import ImageFiles
+
+        paths = self.splits["train"]
+        labels = np.asarray([self.images[p].label for p in paths], np.int64)
+        return FolderEpochs(ImageFiles([self.root / p for p in paths], self.size), labels,
+                            self.config.train.batch_size, seed=self.config.data.train_seed)
+
+    def _loaded(self, which: str) -> FolderSet:
+        """The ``"val"`` or ``"test"`` split read into memory (once per source)."""
+        cache = self.__dict__.setdefault("_read", {})
+        if which not in cache:
+            cache[which] = self._read_split(which)
+        return cache[which]
+
+    def _read_split(self, which: str) -> FolderSet:
+        from .data import read_image
+
+        paths = self.splits[which]
+        n, (h, w) = len(paths), self.size
+        images = np.empty((n, h, w), np.uint8)
+        masks = np.zeros((n, h, w), bool)
+        boxes = np.full((n, 1, 4), -1, np.int32)
+        for i, path in enumerate(paths):
+            images[i] = read_image(self.root / path, self.size)
+            mask = self.images[path].mask
+            if mask is not None:
+                masks[i] = read_image(self.root / mask, self.size, mask=True) > 0
+                ys, xs = np.nonzero(masks[i])
+                if ys.size:
+                    boxes[i, 0] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        labels = np.asarray([self.images[p].label for p in paths], np.uint8)
+        has_masks = bool((boxes[:, 0, 0] >= 0).any())
+        return FolderSet(self.root, paths, images, labels, boxes, masks if has_masks else None)
+
+    def split(self, which: str, n: int | None = None) -> FolderSet:
+        _check_split(which)
+        if which == "probe":
+            return self.probe(n)
+        data = self._loaded(which)
+        return data if n is None else data.subset(np.arange(min(n, len(data))))
+
+    def probe(self, n: int | None = None) -> FolderSet:
+        return half_defective(self._loaded("test"), n or self.config.data.probe_size)
+
+
+def source_for(config: Any, run_dir: str | os.PathLike | None = None) -> DataSource:
+    """The data source a run's config names (``config.data.source``); a class folder's run keeps its split
+    in ``run_dir/splits.json``, which is used where it exists."""
+    import json
+
+    if config.data.source == "folder":
+        saved = Path(run_dir) / SPLITS_FILE if run_dir is not None else None
+        if saved is not None and saved.is_file():
+            try:
+                record = json.loads(saved.read_text(encoding="utf-8"))
+                if not all(isinstance(record.get(k), list) for k in ("size", "train", "val", "test")):
+                    raise ValueError("it lacks the size or a split's list of files")
+            except (ValueError, AttributeError) as exc:
+                raise ValueError(f"{saved} cannot be read ({exc})") from None
+            return ClassFolderSource(config, record)
+        return ClassFolderSource(config)
     kinds = {"characters": CharacterSource, "textile": DagmSource}
     if config.data.source not in kinds:
         raise ValueError(f"no data source for source={config.data.source!r}; known: {sorted(kinds)}")
     return kinds[config.data.source](config)
 
 
-__all__ = ["DataSource", "CharacterSource", "DagmSource", "LabelledFolderSource", "source_for",
+__all__ = ["DataSource", "CharacterSource", "DagmSource", "LabelledFolderSource", "ClassFolderSource", "source_for",
            "pointing_masks", "WARM_UP_SAMPLES"]

@@ -3,6 +3,7 @@ any common format; every bad input a clear error naming the file."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,10 @@ import pytest
 from PIL import Image
 
 from data_gen.folders import is_class_folder, read_class_folder
-from sacnn_lab.data import image_size_of, read_image
+from sacnn_lab.cli import main
+from sacnn_lab.config import RunConfig
+from sacnn_lab.data import ImageFiles, image_size_of, read_image
+from sacnn_lab.sources import ClassFolderSource, source_for
 
 
 def make_class_folder(root: Path, good: int = 6, kinds: dict[str, int] | None = None, size: int = 64,
@@ -99,3 +103,71 @@ def test_images_of_any_common_format_are_read_as_gray(tmp_path):
     m[10:20, 10:20] = 1
     Image.fromarray(m).save(tmp_path / "m.png")
     assert set(np.unique(read_image(tmp_path / "m.png", mask=True))) == {0, 255}
+
+
+# ---- training on a class folder ------------------------------------------------------------------------
+
+def _cfg(root: Path, **changes) -> RunConfig:
+    return RunConfig.preset("fast", data="folder", folder=str(root), epochs=2, batch_size=8, **changes)
+
+
+def test_a_flat_folder_is_split_seeded_and_stratified(tmp_path):
+    root = make_class_folder(tmp_path / "set", good=20, kinds={"scratch": 6, "hole": 6})
+    splits = ClassFolderSource(_cfg(root)).splits
+    assert splits == ClassFolderSource(_cfg(root)).splits  # seeded: the same split again
+    every = [p for part in splits.values() for p in part]
+    assert sorted(every) == sorted(read_class_folder(root)["all"][i].path for i in range(32))
+    for part in ("val", "test"):  # each class folder keeps its share
+        kinds = sorted(p.split("/")[0] for p in splits[part])
+        assert kinds == ["good"] * 3 + ["hole"] + ["scratch"], (part, kinds)
+    assert ClassFolderSource(_cfg(root, train_seed=5)).splits != splits
+
+
+def test_the_users_train_and_test_folders_are_kept_and_val_is_carved_from_train(tmp_path):
+    make_class_folder(tmp_path / "set" / "train", good=10, kinds={"defective": 4})
+    make_class_folder(tmp_path / "set" / "test", good=3, kinds={"defective": 2}, seed=1)
+    splits = ClassFolderSource(_cfg(tmp_path / "set")).splits
+    assert splits["test"] == [it.path for it in read_class_folder(tmp_path / "set")["test"]]
+    assert all(p.startswith("train/") for p in splits["train"] + splits["val"]) and len(splits["val"]) == 3
+
+
+def test_training_streams_from_disk_a_batch_at_a_time(tmp_path, monkeypatch):
+    import sacnn_lab.data as D
+
+    root = make_class_folder(tmp_path / "set", good=20, kinds={"defective": 8})
+    epochs = ClassFolderSource(_cfg(root)).training()
+    assert isinstance(epochs.images, ImageFiles)  # never the whole folder in memory
+    reads = []
+    real = D.read_image
+    monkeypatch.setattr(D, "read_image", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    batch = next(iter(epochs.loader(1)))
+    assert batch["image"].shape == (8, 1, 64, 64) and len(reads) == 8
+
+
+def test_images_of_other_sizes_are_brought_to_the_most_common_one(tmp_path):
+    root = make_class_folder(tmp_path / "set", good=6, kinds={"defective": 3})
+    Image.fromarray(np.zeros((80, 100), np.uint8)).save(root / "good" / "odd.png")
+    source = ClassFolderSource(_cfg(root))
+    assert source.size == (64, 64)
+    assert ClassFolderSource(_cfg(root, resize=(48, 56))).size == (48, 56)
+    test = source.split("test")
+    assert test.images.shape[1:] == (64, 64)
+
+
+def test_train_on_a_class_folder_and_evaluate_exactly_its_saved_test_files(tmp_path, capsys):
+    root = make_class_folder(tmp_path / "set", good=20, kinds={"scratch": 5, "hole": 5}, masks=True)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(run), "--epochs", "2", "--batch-size", "8",
+                 "--quiet"]) == 0
+    saved = json.loads((run / "splits.json").read_text())
+    assert saved["size"] == [64, 64] and len(saved["test"]) == 5
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(root / "good" / "new.png")  # the folder grows later
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["images"] == 5 and res["pointing_game"] is not None  # masks: localisation measured
+    config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert source_for(config, run).split("test").filenames == saved["test"]
+    (root / saved["test"][0]).unlink()
+    assert main(["evaluate", "--checkpoint", str(run)]) == 2
+    assert "no longer holds" in capsys.readouterr().err

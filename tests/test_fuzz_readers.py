@@ -222,3 +222,53 @@ def test_checkpoints_survive_random_damage(checkpoint, tmp_path):
         outcomes["read"] += 1
         assert all(torch.isfinite(p).all() for p in model.parameters()), case
     assert outcomes["refused"] > 20, outcomes
+
+
+# ---- class folders -------------------------------------------------------------------------------------------
+
+def _damage_folder(rng: random.Random, root: Path) -> None:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    kind = rng.randrange(5)
+    target = rng.choice(files)
+    if kind == 0:  # a truncated or overwritten image
+        data = target.read_bytes()
+        target.write_bytes(_mutate_bytes(rng, data) if rng.random() < 0.5 else data[: rng.randrange(len(data))])
+    elif kind == 1:  # a stray file
+        (target.parent / rng.choice(["notes.txt", "x.PNG", "y.jpeg", ".hidden", "Thumbs.db"])).write_bytes(
+            bytes(rng.randrange(256) for _ in range(rng.randint(0, 40))))
+    elif kind == 2:  # a class folder emptied
+        for p in target.parent.iterdir():
+            p.unlink()
+    elif kind == 3:  # a mask of another size, or of no image
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(np.full((rng.randint(4, 40),) * 2, 255, np.uint8)).save(
+            root / "masks" / rng.choice(["d000.png", "d001_mask.png", "zz.png"]))
+    else:  # an image of another size or mode
+        Image.fromarray(np.full((rng.randint(1, 50), rng.randint(1, 50), 3), 90, np.uint8)).save(target)
+
+
+def test_class_folders_survive_random_damage(tmp_path):
+    from data_gen.folders import read_class_folder
+    from sacnn_lab.config import RunConfig
+    from sacnn_lab.sources import ClassFolderSource
+    from tests.test_class_folders import make_class_folder
+
+    rng = random.Random(SEED + 3)
+    outcomes = {"read": 0, "refused": 0}
+    for case in range(40):
+        root = make_class_folder(tmp_path / f"c{case}", good=6, kinds={"defective": 4}, size=32, masks=case % 2 == 0)
+        _damage_folder(rng, root)
+        try:
+            layout = read_class_folder(root)
+            source = ClassFolderSource(RunConfig.preset("fast", data="folder", folder=str(root), batch_size=4))
+            test, batch = source.split("test"), next(iter(source.training().loader(1)))
+        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            assert str(root) in str(exc), (case, str(exc))
+            outcomes["refused"] += 1
+            continue
+        except Exception as exc:  # noqa: BLE001
+            pytest.fail(f"case {case}: {type(exc).__name__}: {exc}")
+        outcomes["read"] += 1
+        assert len(layout["all"]) == sum(len(v) for v in source.splits.values()), case  # nothing dropped
+        assert test.images.shape[1:] == source.size and batch["image"].shape[-2:] == source.size
+    assert min(outcomes.values()) > 5, outcomes
