@@ -6,6 +6,7 @@ Examples::
     python -m data_gen characters --n 2000 --out data/test --seed 7 --ratio 1
     python -m data_gen characters --n 1000 --out data/authors --preset authors-train --masks
     python -m data_gen textile --out data/textile          # DAGM 2007 layout: Class1/Train, Class1/Test
+    python -m data_gen textile --layout folder --out data/fabric --size 192   # good/ + defect folders
 """
 
 from __future__ import annotations
@@ -119,8 +120,15 @@ def _textile(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in (("family", args.family), ("ratio", args.ratio), ("image_size", args.size))
                if v is not None}
     if args.size:  # defects keep their share of the image
-        lo, hi = TextileConfig().defect_size
-        changes["defect_size"] = (max(8, lo * args.size // 512), max(8, hi * args.size // 512))
+        changes["defect_size"] = TextileConfig.defects_at(args.size)
+    if args.layout == "folder":
+        from .textile import write_textile_folder
+
+        n = args.n_train + args.n_test
+        root = write_textile_folder(Path(args.out), TextileConfig(**changes), n, args.seed, workers=args.workers,
+                                    progress=not args.quiet, overwrite=args.overwrite)
+        print(f"wrote {n} textile images as a class folder to {root} (good/, one folder per defect kind, masks/)")
+        return 0
     root = write_textile(Path(args.out), TextileConfig(**changes), args.n_train, args.n_test, args.seed,
                          args.class_name, workers=args.workers, progress=not args.quiet,
                          overwrite=args.overwrite)
@@ -165,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ratio", type=float, help="defect-free images per defective one (default 5, as DAGM)")
     t.add_argument("--family", choices=["woven", "noisy", "oriented", "knit", "mixed"])
     t.add_argument("--size", type=int, help="image side in px (default 512)")
+    t.add_argument("--layout", choices=["dagm", "folder"], default="dagm",
+                   help="dagm (default): DAGM 2007's Train/ and Test/ inside --out/CLASS_NAME; folder: a class "
+                        "folder in --out, as your own photographs would be sorted (good/, one folder per defect "
+                        "kind, masks/), N_TRAIN + N_TEST images in all")
     t.add_argument("--class-name", default="Class1", help="the class folder written inside --out")
     t.add_argument("--overwrite", action="store_true",
                    help="replace a set this command wrote into --out/CLASS_NAME before (otherwise it must be "

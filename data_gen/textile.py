@@ -72,6 +72,12 @@ class TextileConfig:
         if not 0.1 <= self.ratio <= 100:
             raise ValueError(f"ratio must lie in 0.1–100, not {self.ratio}")
 
+    @staticmethod
+    def defects_at(image_size: int) -> tuple[int, int]:
+        """The default defect sizes scaled to ``image_size`` px (they keep their share of the image)."""
+        lo, hi = TextileConfig.defect_size
+        return max(8, lo * image_size // 512), max(8, hi * image_size // 512)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -268,26 +274,105 @@ def split_seed(seed: int, split: str) -> int:
 
 
 def _write_range(args: tuple) -> list[tuple[int, int, str]]:
-    """Worker: generate samples ``start … stop-1`` of one split and write image, weak label and true mask."""
+    """Worker: generate samples ``start … stop-1`` and write each image with its truth, in one of two
+    layouts: ``"dagm"`` (one split: ``NNNN.PNG``, the weak label ``Label/NNNN_label.PNG`` and the true mask
+    ``Mask/NNNN_mask.PNG``) or ``"folder"`` (a class folder: ``good/`` or the defect's kind, its true mask
+    under ``masks/<kind>/``)."""
     from PIL import Image
 
-    config, seed, start, stop, folder = args
+    config, seed, start, stop, folder, layout = args
     folder = Path(folder)
     gen = TextileGenerator(config)
     out = []
     for k in range(start, stop):
         s = gen.sample(seed, k)
-        name = dagm_name(k + 1)
+        mask = s.mask.astype(np.uint8) * 255
+        if layout == "folder":
+            name, image_path = f"{k + 1:04d}.png", folder / (s.kind or "good")
+            mask_path = folder / "masks" / s.kind / name
+        else:
+            name, image_path = dagm_name(k + 1), folder
+            mask_path = folder / "Mask" / f"{name[:-4]}_mask.PNG"
+            if s.label:
+                Image.fromarray(s.ellipse.astype(np.uint8) * 255).save(
+                    folder / "Label" / f"{name[:-4]}_label.PNG", compress_level=1)
         # stored: zlib saves only a quarter of a noisy texture's bytes and would double the time per image
-        Image.fromarray(s.image).save(folder / name, compress_level=0)
+        Image.fromarray(s.image).save(image_path / name, compress_level=0)
         if s.label:
-            stem = name[:-4]
-            Image.fromarray(s.ellipse.astype(np.uint8) * 255).save(folder / "Label" / f"{stem}_label.PNG",
-                                                                   compress_level=1)
-            Image.fromarray(s.mask.astype(np.uint8) * 255).save(folder / "Mask" / f"{stem}_mask.PNG",
-                                                                compress_level=1)
+            Image.fromarray(mask).save(mask_path, compress_level=1)
         out.append((k, s.label, s.kind))
     return out
+
+
+def write_textile_folder(out: str | os.PathLike, config: TextileConfig | None = None, n: int = 700,
+                         seed: int = 0, workers: int | None = None, progress: bool = True,
+                         overwrite: bool = False) -> Path:
+    """Write a generated textile set as a user's class folder would be laid out::
+
+        out/good/0001.png ...                 defect-free images
+        out/scratch/0007.png ...              one folder per defect kind (scratch, spot, texture, thread)
+        out/masks/scratch/0007.png ...        the true defect mask of each defective image
+        out/generator.json                    how it was made
+
+    the layout ``sacnn-lab train --data out`` reads (see :func:`data_gen.folders.read_class_folder`).
+
+    Args:
+        out: the folder (written beside itself and moved into place when complete, as
+            :func:`write_textile`; ``overwrite`` replaces a set this function wrote before).
+        config: generator knobs (default: DAGM-like, 512×512, about 1:5).
+        n: images in all.
+        seed: the set's seed.
+        workers: processes generating in parallel (default: one per CPU core).
+        progress: a progress bar.
+
+    Returns:
+        The folder.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    config = config or TextileConfig()
+    if n < 2:
+        raise ValueError(f"n must be at least 2, not {n}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    workers = workers or os.cpu_count() or 1
+    target = Path(out)
+    folders = ("good", *config.defects, "masks")
+    with staged_folder(target, overwrite, lambda p: written_by(p, "textile-folder", "generator.json", folders)) \
+            as root:
+        for kind in config.defects:
+            (root / kind).mkdir()
+            (root / "masks" / kind).mkdir(parents=True)
+        (root / "good").mkdir()
+        jobs = [(config, seed, a, min(a + 25, n), str(root), "folder") for a in range(0, n, 25)]
+        with tqdm(total=n, desc="writing textile images", unit="img", disable=not progress) as bar, \
+                ProcessPoolExecutor(min(workers, len(jobs)), initializer=keep_freed_memory) as pool:
+            for res in pool.map(_write_range, jobs):
+                bar.update(len(res))
+        for kind in config.defects:  # a kind the seed never drew leaves no empty class folder
+            if not any((root / kind).iterdir()):
+                (root / kind).rmdir()
+                (root / "masks" / kind).rmdir()
+        (root / "generator.json").write_text(json.dumps({"generator": "textile-folder", "seed": seed, "n": n,
+                                                         "config": config.to_dict()}, indent=1))
+    return target
+
+
+def sample_class_folder(out: str | os.PathLike, image_size: int = 192, n: int = 830, seed: int = 0,
+                        progress: bool = True) -> Path:
+    """A generated textile class folder standing in for a user's photographs (:func:`write_textile_folder`
+    at ``image_size`` px, defects scaled with it), written on first use and reused afterwards.
+
+    With the defaults: 830 images of 192×192, about one defective in six; split 70 / 15 / 15 % that is 580
+    for training.
+    """
+    out = Path(out)
+    if (out / "generator.json").is_file():
+        return out
+    config = TextileConfig(image_size=image_size, defect_size=TextileConfig.defects_at(image_size))
+    return write_textile_folder(out, config, n, seed, progress=progress)
 
 
 def write_textile(out: str | os.PathLike, config: TextileConfig | None = None, n_train: int = 575,
@@ -343,12 +428,13 @@ def _write_splits(root: Path, config: TextileConfig, n_train: int, n_test: int, 
     for split, n in zip(SPLITS, (n_train, n_test)):
         for sub in ("Label", "Mask"):
             (root / split / sub).mkdir(parents=True, exist_ok=True)
-        jobs += [(config, split_seed(seed, split), a, min(a + chunk, n), str(root / split)) for a in range(0, n, chunk)]
+        jobs += [(config, split_seed(seed, split), a, min(a + chunk, n), str(root / split), "dagm")
+                 for a in range(0, n, chunk)]
     rows: dict[str, list[tuple[int, int, str]]] = {split: [] for split in SPLITS}
     with tqdm(total=n_train + n_test, desc="writing textile images", unit="img", disable=not progress) as bar, \
             ProcessPoolExecutor(min(workers, len(jobs)), initializer=keep_freed_memory) as pool:
         for job, res in zip(jobs, pool.map(_write_range, jobs)):
-            rows[Path(job[-1]).name] += res
+            rows[Path(job[4]).name] += res
             bar.update(len(res))
     for split in SPLITS:
         lines = ["1"] + [f"{k + 1}\t{lab}\t{dagm_name(k + 1)}\t0\t"

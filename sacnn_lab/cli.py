@@ -43,6 +43,7 @@ def _data_source(spec: str) -> tuple[str, str | None]:
 
 
 def _run_config(args: argparse.Namespace):
+    """The run the flags describe, and (for a folder of one's own) what was chosen from the data and why."""
     from .config import BASELINE_PRESETS, PRESETS, RunConfig
 
     source, folder = _data_source(args.data)
@@ -76,11 +77,18 @@ def _run_config(args: argparse.Namespace):
     data = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("val_size", args.val_size),
                               ("test_size", args.test_size), ("early_epochs", args.early_epochs))
             if v is not None}
+    if source == "folder":  # the defaults come from the data; a flag given is kept as given
+        from .sources import suggest_config
+
+        return suggest_config(folder, args.defect_size, **train, **data)
+    if args.defect_size is not None:
+        raise ValueError("--defect-size chooses the blocks for a folder of your own; the generated sets and "
+                         "DAGM come with their presets' blocks")
     if args.ratio is not None:
         knobs = "textile" if source == "textile" else "characters"
         data[knobs] = replace(getattr(cfg.data, knobs), ratio=args.ratio)
     cfg.data = replace(cfg.data, **data)
-    return RunConfig(cfg.model, cfg.data, cfg.train)  # checks the parts together (early_epochs < epochs)
+    return RunConfig(cfg.model, cfg.data, cfg.train), []  # checks the parts together (early_epochs < epochs)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -99,6 +107,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="baseline: 'imagenet' (from the local torch cache) or a state-dict file")
     p.add_argument("--cam", help="baseline: CAM method of the grad-cam package (gradcam, gradcam++, ...)")
     p.add_argument("--target-layer", help="baseline: layer the CAM explains (default: features[-1])")
+    p.add_argument("--defect-size", type=float, metavar="PX",
+                   help="your own folder: a typical defect's extent in px, which chooses the number of blocks "
+                        "(default: a quarter of the images' shorter side)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--samples-per-epoch", type=int)
     p.add_argument("--early-epochs", type=int,
@@ -123,20 +134,25 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _summary(metrics: dict) -> str:
-    return (f"accuracy {metrics['accuracy']:.4f}, precision {metrics['precision']:.4f}, "
-            f"recall {metrics['recall']:.4f}, AUROC {metrics['auroc']:.4f}, "
-            f"pointing game {metrics['pointing_game']:.4f}")
+    where = (f"pointing game {metrics['pointing_game']:.4f}" if math.isfinite(metrics["pointing_game"]) else
+             "localisation not measured (these images come with no true boxes or masks)")
+    def f(key: str) -> str:  # precision without a positive call, AUROC of one class: undefined, not 0
+        return f"{metrics[key]:.4f}" if math.isfinite(metrics[key]) else "n/a"
+
+    return f"accuracy {f('accuracy')}, precision {f('precision')}, recall {f('recall')}, AUROC {f('auroc')}, {where}"
 
 
 def _train(args: argparse.Namespace) -> int:
     from .experiment import train
     from .trainer import resolve_device
 
-    cfg = _run_config(args)
+    cfg, chosen = _run_config(args)
     dev = resolve_device(cfg.train.device)
     what = f"the {cfg.model.name} baseline" if cfg.is_baseline else "SACNN"
     print(f"training {what} ({args.preset or ('cpu' if cfg.is_baseline else 'fast')} preset) on {dev}"
           + (" with mixed precision" if dev.type == "cuda" and cfg.train.amp else "") + f"; run folder {args.out}")
+    if chosen:
+        print("chosen from the data:\n" + "\n".join(f"  {line}" for line in chosen))
     run = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if run.nothing_left is not None:
         print(f"nothing left to do: {run.nothing_left}")
@@ -236,7 +252,7 @@ def _output_names(paths: list[Path]) -> list[Path]:
 def _predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .data import read_gray
+    from .data import read_image
     from .experiment import load_model
     from .history import atomic_write_bytes
     from .inference import localise, predict
@@ -252,7 +268,7 @@ def _predict(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for path, rel in zip(paths, _output_names(paths)):
         try:
-            img = read_gray(path)
+            img = read_image(path)  # a photograph of any common format, as gray
             if isinstance(model, SACNN):
                 model.feature_size(*img.shape)  # too small for the poolings: a clear error, not torch's
             p = predict(model, img[None])

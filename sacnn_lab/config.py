@@ -637,12 +637,12 @@ class RunConfig:
 
     @classmethod
     def _folder(cls, name: str, folder: Any) -> RunConfig:
-        # a user's photographs: the textile fast recipe at 4 blocks (a visual field of 94 px, a map of 12×12
-        # on 192² images); the paper defines no recipe for them
+        # a user's photographs: the textile fast recipe at 3 blocks (a visual field of 50 px, a map of 24×24
+        # on 192² images); sources.suggest_config chooses blocks, class weights and epochs from the data
         if name != "fast":
             raise ValueError("a class folder trains with the 'fast' preset (the paper's settings are defined for "
                              "the character and DAGM sets only)")
-        return cls(ModelConfig.textile(channels=(8, 16, 32, 32), norm="batch", inner_relu=True,
+        return cls(ModelConfig.textile(channels=(16, 32, 32), norm="batch", inner_relu=True,
                                        input_norm="abs_deviation"),
                    DataConfig(source="folder", folder=folder, probe_size=16),
                    TrainConfig(epochs=20, batch_size=16, optimizer="adam", lr=2e-3, schedule="onecycle",

@@ -202,6 +202,10 @@ class FolderSet:
     def __len__(self) -> int:
         return len(self.filenames)
 
+    def boxes_of(self, i: int) -> list[tuple[int, int, int, int]]:
+        """The true boxes of image ``i`` as a list of ``(x0, y0, x1, y1)`` (as a generated batch gives them)."""
+        return [tuple(int(v) for v in b) for b in self.boxes[i] if b[0] >= 0]
+
     def subset(self, positions: Sequence[int] | np.ndarray) -> FolderSet:
         """The images at ``positions`` (views where numpy can, copies otherwise), with their truth."""
         p = np.asarray(positions, dtype=np.int64)
@@ -210,33 +214,14 @@ class FolderSet:
 
 
 def read_gray(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Read one 8-bit gray image as ``(H, W)`` uint8.
-
-    Args:
-        path: image file.
-        size: the ``(H, W)`` it must have, or ``None``.
+    """Read one image as ``(H, W)`` uint8 gray (any common format, see :func:`read_image`), which must
+    have ``size`` when given.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: unreadable, not 8-bit gray (mode ``L``), or of the wrong size; the message names the file.
+        ValueError: unreadable, or of the wrong size; the message names the file.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            if mode != "L":
-                raise ValueError(f"{path} is a {mode} image; sacnn-lab reads 8-bit gray images (mode L): "
-                                 f"convert it first, e.g. PIL's Image.open(p).convert('L')")
-            a = np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc})") from exc
-    if size is not None and a.shape != tuple(size):
-        raise ValueError(f"{path} is {a.shape[1]}×{a.shape[0]} px, expected {size[1]}×{size[0]}")
-    return a
+    return read_image(path, size, resize=False)
 
 
 def image_size_of(path: str | os.PathLike) -> tuple[int, int]:

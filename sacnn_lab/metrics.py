@@ -444,3 +444,24 @@ def summarise(table, threshold: float | None = None):
             row[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
         out[name] = row
     return pd.DataFrame.from_dict(out, orient="index")
+
+
+def worst_misses(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, n: int = 6,
+                 threshold: float = 0.5) -> np.ndarray:
+    """Positions of the ``n`` worst-judged images: the misses and false alarms furthest from the threshold
+    first (defective images scored lowest, defect-free ones scored highest), then the closest calls.
+
+    Args:
+        scores: ``(N,)`` image scores.
+        labels: ``(N,)`` 0/1 truth.
+        n: how many.
+        threshold: the decision threshold.
+
+    Returns:
+        ``(min(n, N),)`` int positions, worst first.
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise ValueError(f"scores and labels must be two (N,) arrays, got {scores.shape} and {labels.shape}")
+    wrongness = np.where(labels > 0, threshold - scores, scores - threshold)  # > 0: on the wrong side
+    return np.argsort(-wrongness, kind="stable")[:n]

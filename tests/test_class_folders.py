@@ -171,3 +171,66 @@ def test_train_on_a_class_folder_and_evaluate_exactly_its_saved_test_files(tmp_p
     (root / saved["test"][0]).unlink()
     assert main(["evaluate", "--checkpoint", str(run)]) == 2
     assert "no longer holds" in capsys.readouterr().err
+
+
+def test_without_masks_evaluation_says_localisation_was_not_measured(tmp_path, capsys):
+    root = make_class_folder(tmp_path / "set", good=10, kinds={"defective": 5})
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "localisation not measured" in out and "nan" not in out
+
+
+def test_data_gen_writes_a_textile_class_folder_that_trains(tmp_path, capsys):
+    from data_gen.__main__ import main as data_main
+
+    out = tmp_path / "fabric"
+    assert data_main(["textile", "--layout", "folder", "--out", str(out), "--n-train", "30", "--n-test", "12",
+                      "--size", "64", "--workers", "1", "--quiet"]) == 0
+    items = read_class_folder(out)["all"]
+    assert len(items) == 42 and {it.kind for it in items} - {"good"} and items[0].kind == "good"
+    assert all((it.mask is not None) == bool(it.label) for it in items)  # every defect has its true mask
+    assert data_main(["textile", "--layout", "folder", "--out", str(out), "--n-train", "4", "--n-test", "2",
+                      "--size", "64", "--quiet"]) == 2  # not over an existing set without --overwrite
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_counts_table_and_worst_misses(tmp_path):
+    from sacnn_lab.metrics import worst_misses
+
+    root = make_class_folder(tmp_path / "set", good=20, kinds={"scratch": 6, "hole": 6})
+    table = ClassFolderSource(_cfg(root)).table()
+    assert list(table.columns) == ["train", "val", "test"] and table.loc["good"].tolist() == [14, 3, 3]
+    assert int(table.values.sum()) == 32
+    # a missed defect (0.1), a false alarm (0.8), then the closest calls
+    order = worst_misses([0.9, 0.1, 0.8, 0.2, 0.45], [1, 1, 0, 0, 1], n=3)
+    assert order.tolist() == [1, 2, 4]
+    with pytest.raises(ValueError, match="two"):
+        worst_misses([0.1, 0.2], [1])
+
+
+def test_the_sample_class_folder_is_written_once(tmp_path):
+    from data_gen.textile import sample_class_folder
+
+    root = sample_class_folder(tmp_path / "f", image_size=64, n=12, progress=False)
+    stamp = (root / "generator.json").stat().st_mtime_ns
+    assert sample_class_folder(tmp_path / "f", image_size=64, n=12) == root
+    assert (root / "generator.json").stat().st_mtime_ns == stamp and is_class_folder(root)
+
+
+def test_defaults_are_chosen_from_the_data_and_said(tmp_path, capsys):
+    from sacnn_lab.sources import suggest_config
+
+    root = make_class_folder(tmp_path / "set", good=30, kinds={"defective": 6}, size=80)
+    cfg, why = suggest_config(root)
+    assert cfg.model.channels == (16, 32)  # a quarter of 80 px: 20 px, covered by 2 blocks (22 px)
+    assert cfg.train.class_weights == (1.0, 5.5) and "22 good and 4 defective" in why[0]
+    assert cfg.train.epochs == 60 and len(why) == 4  # 26 training images: the most passes
+    big, _ = suggest_config(root, defect_size=100, epochs=3, class_weights=(1.0, 2.0))
+    assert big.model.channels == (16, 32, 32, 32) and big.train.epochs == 3 and big.train.class_weights == (1.0, 2.0)
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen from the data:" in out and "class weights 1 : 5.5" in out and "epochs:" not in out
+    assert main(["train", "--out", str(tmp_path / "r2"), "--defect-size", "30", "--quiet"]) == 2
+    assert "--defect-size chooses the blocks for a folder" in capsys.readouterr().err

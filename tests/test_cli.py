@@ -76,10 +76,12 @@ def test_predict_writes_overlays_and_boxes(run_dir, tmp_path, capsys):
 
 
 def test_bad_inputs_are_clear_errors(run_dir, tmp_path, capsys):
-    rgb = tmp_path / "rgb.png"
-    Image.new("RGB", (136, 136)).save(rgb)
-    assert main(["predict", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p"), str(rgb)]) == 2
-    assert "rgb.png is a RGB image" in capsys.readouterr().err
+    rgb, text = tmp_path / "rgb.jpg", tmp_path / "notes.png"
+    Image.new("RGB", (136, 136), (40, 90, 200)).save(rgb)  # a colour photograph is read as gray
+    assert main(["predict", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p"), str(rgb)]) == 0
+    text.write_text("not an image")
+    assert main(["predict", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p"), str(text)]) == 2
+    assert "notes.png is not a readable image" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(run_dir), "--data", str(tmp_path / "missing")]) == 2
     assert "missing does not exist" in capsys.readouterr().err
     small = tmp_path / "small"

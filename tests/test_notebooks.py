@@ -19,6 +19,8 @@ TINY = {
                            "baseline_epochs = 1\nsamples_per_epoch = 64\nval_size = 32\nn_test = 40",
     "06_textile": "epochs = 1\nimage_size = 128\ndefect_size = (16, 48)\nn_train, n_test = 48, 40\n"
                   "run_dir = 'runs/t'\nbaseline_run = 'runs/tb'\nbaseline_epochs = 1\nn_show = 3",
+    "07_your_own_data": "generated = 'data/f'\nimage_size = 64\nn_images = 80\nepochs = 1\nrun_dir = 'runs/o'\n"
+                        "n_show = 2",
 }
 
 
