@@ -379,9 +379,10 @@ class ClassFolderSource(DataSource):
         return half_defective(self._loaded("test"), n or self.config.data.probe_size)
 
 
-# the training samples a class-folder run aims at (epochs = this / training images, within 10–60): about
-# 20 passes over ~580 images, where the generated fabric folder's runs settled
-FOLDER_SAMPLES = 12_000
+# the training samples a class-folder run aims at (epochs = this / training images, within 10–60): on the
+# generated fabric folder (580 training images of 192²) 21 epochs left the competitive phase at epoch 13 and
+# reached 94.4 % test accuracy, 34 epochs 98.4 % (README, "Your own photographs")
+FOLDER_SAMPLES = 20_000
 
 
 def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, **overrides: Any
