@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from .characters import PLACEMENTS, CharacterConfig, CharacterGenerator
-from .fonts import NoUsableFontsError, describe, discover_fonts, face_records, split_fonts
+from .fonts import describe, discover_fonts, face_records, split_fonts
 from .folders import LabelledImage, staged_folder, write_labels, written_by
 
 PRESETS = {
@@ -196,8 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted" + (f": nothing was written to {out} (a set is moved into place only when complete)"
                                if out else ""), file=sys.stderr)
         return 130
-    except (ValueError, OSError, NoUsableFontsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, MemoryError) as exc:  # RuntimeError: NoUsableFontsError, a
+        print(f"error: {exc}", file=sys.stderr)                      # worker pool that broke (memory)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, the traceback on request
+        if os.environ.get("SACNN_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (SACNN_DEBUG=1 shows where)", file=sys.stderr)
         return 2
 
 

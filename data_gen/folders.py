@@ -426,20 +426,15 @@ def _read_classes(base: Path, root: Path) -> list[ClassImage]:
         if not files:
             raise FileNotFoundError(f"{base / kind} holds no image")
         items += [ClassImage(p.relative_to(root).as_posix(), int(kind != GOOD), kind) for p in files]
-    masks_dir = base / MASKS
-    if masks_dir.is_dir():
-        _attach_masks(items, masks_dir, root)
     return items
 
 
 def _attach_masks(items: list[ClassImage], masks_dir: Path, root: Path) -> None:
-    """Pair every mask of ``masks_dir`` with its defective image: ``masks/[<type>/]NAME`` or
-    ``masks/[<type>/]STEM_mask.png``. A mask that fits no defective image is an error."""
-    found = {}
-    for sub in [masks_dir, *sorted(p for p in masks_dir.iterdir() if p.is_dir())]:
-        for p in _files(sub, root, subfolders=sub == masks_dir):
-            found[p] = p.relative_to(root).as_posix()
-    used = set()
+    """Pair the masks of ``masks_dir`` with their defective images: ``masks/[<type>/]NAME`` or
+    ``masks/[<type>/]STEM_mask.png``. A mask that fits no defective image of ``items``, or two of them, is
+    an error."""
+    found = _mask_files(masks_dir, root)
+    used: dict[Path, str] = {}
     for it in items:
         if not it.label:
             continue
@@ -447,10 +442,28 @@ def _attach_masks(items: list[ClassImage], masks_dir: Path, root: Path) -> None:
         for cand in (masks_dir / it.kind / name, masks_dir / it.kind / f"{stem}_mask.png",
                      masks_dir / name, masks_dir / f"{stem}_mask.png"):
             if cand in found:
+                if cand in used:
+                    raise FileExistsError(f"{cand} fits both {used[cand]} and {it.path}: put each defect type's "
+                                          f"masks in masks/<its folder>/")
                 it.mask = found[cand]
-                used.add(cand)
+                used[cand] = it.path
                 break
-    unused = sorted(str(p) for p in found if p not in used)
+    _check_all_used(masks_dir, root, items)
+
+
+def _mask_files(masks_dir: Path, root: Path) -> dict[Path, str]:
+    found = {}
+    for sub in [masks_dir, *sorted(p for p in masks_dir.iterdir() if p.is_dir())]:
+        for p in _files(sub, root, subfolders=sub == masks_dir):
+            found[p] = p.relative_to(root).as_posix()
+    return found
+
+
+def _check_all_used(masks_dir: Path, root: Path, items: list[ClassImage]) -> None:
+    """A mask that fits no defective image is an error (a typo in its name would silently leave its image
+    without truth)."""
+    taken = {it.mask for it in items if it.mask}
+    unused = sorted(str(p) for p, rel in _mask_files(masks_dir, root).items() if rel not in taken)
     if unused:
         raise FileNotFoundError(f"{unused[0]} is a mask of no defective image ({len(unused)} such mask(s)): a mask "
                                 f"takes its image's name (or NAME_mask.png), in masks/ or masks/<defect folder>/")
@@ -479,5 +492,17 @@ def read_class_folder(root: str | os.PathLike) -> dict[str, list[ClassImage]]:
         if not ((root / "train").is_dir() and (root / "test").is_dir()):
             raise FileNotFoundError(f"{root} holds only one of train/ and test/: split folders come as train/ and "
                                     f"test/ (and optionally val/), each with good/ and defect folders")
-        return {s: _read_classes(root / s, root) for s in SPLIT_FOLDERS if (root / s).is_dir()}
-    return {"all": _read_classes(root, root)}
+        splits = {s: _read_classes(root / s, root) for s in SPLIT_FOLDERS if (root / s).is_dir()}
+        rest = []  # each split's own masks/, or failing that the root's (paired over those splits at once)
+        for s, items in splits.items():
+            if (root / s / MASKS).is_dir():
+                _attach_masks(items, root / s / MASKS, root)
+            else:
+                rest += items
+        if (root / MASKS).is_dir():
+            _attach_masks(rest, root / MASKS, root)
+        return splits
+    items = _read_classes(root, root)
+    if (root / MASKS).is_dir():
+        _attach_masks(items, root / MASKS, root)
+    return {"all": items}

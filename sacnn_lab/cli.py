@@ -33,10 +33,10 @@ def _data_source(spec: str) -> tuple[str, str | None]:
 
     if spec in ("characters", "textile"):
         return spec, None
+    if is_class_folder(spec):  # first: on a case-insensitive disk its train/ also reads as DAGM's Train/
+        return "folder", spec
     if is_dagm(spec):
         return "textile", spec
-    if is_class_folder(spec):
-        return "folder", spec
     raise ValueError(f"--data {spec!r}: expected 'characters', 'textile', a DAGM 2007 class folder (one holding "
                      f"Train/ and Test/, e.g. .../Class1) or a folder of your own images: good/ (defect-free) "
                      f"beside one or more folders of defective images")
@@ -241,12 +241,19 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _output_names(paths: list[Path]) -> list[Path]:
     """Where each input's overlay goes, relative to the output folder: its path below the inputs' common
-    folder, so that ``a/x.png`` and ``b/x.png`` give ``a/x_overlay.png`` and ``b/x_overlay.png``."""
+    folder, so that ``a/x.png`` and ``b/x.png`` give ``a/x_overlay.png`` and ``b/x_overlay.png`` (and
+    ``x.png`` beside ``x.jpg`` keep their suffixes)."""
     import os
 
     full = [p.resolve() for p in paths]
     common = Path(os.path.commonpath([p.parent for p in full]))
-    return [p.relative_to(common).with_name(p.stem + "_overlay.png") for p in full]
+    names = [p.relative_to(common).with_name(p.stem + "_overlay.png") for p in full]
+    inputs: dict[Path, set[Path]] = {}
+    for n, p in zip(names, full):
+        inputs.setdefault(n, set()).add(p)
+    # x.png and x.jpg side by side: each keeps its suffix (x_png_overlay.png, x_jpg_overlay.png)
+    return [p.relative_to(common).with_name(f"{p.stem}_{p.suffix.lstrip('.')}_overlay.png")
+            if len(inputs[n]) > 1 else n for n, p in zip(names, full)]
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -307,20 +314,25 @@ def _demo(args: argparse.Namespace) -> int:
     from data_gen.folders import staged_folder
 
     from .config import RunConfig
-    from .runfolder import check_run_folder, foreign_entries, read_lock
+    from .runfolder import LOCK, check_run_folder, foreign_entries, run_lock
 
     cfg = RunConfig.preset("fast")
     if args.max_time is not None:
         cfg.train = replace(cfg.train, max_time=args.max_time)
     out = check_run_folder(args.out, deep=True)  # a folder of other files is refused, never emptied
-    lock = read_lock(out)
-    if lock:
-        raise FileExistsError(f"{out} holds a run.lock: a training may be writing there (process "
-                              f"{lock.get('pid')}); choose another --out")
+
+    def an_earlier_demo(folder: Path) -> bool:  # a demo writes test_metrics.json last; a training never does
+        held = [p for p in folder.iterdir() if p.name != LOCK] if folder.is_dir() else []
+        return not foreign_entries(folder, deep=True) and (not held or (folder / "test_metrics.json").is_file())
+
+    if not an_earlier_demo(out):
+        raise FileExistsError(f"{out} holds a training run, not an earlier demo: the demo replaces only its own "
+                              f"runs; choose another --out")
     print("sacnn-lab demo: training SACNN (fast preset) on the generated character set, "
           "from image-level labels only")
-    # the new demo is made beside the old one and takes its place only when complete
-    with staged_folder(out, overwrite=True, replaceable=lambda p: not foreign_entries(p, deep=True)) as stage:
+    # the folder is locked while the demo runs (no training can start there meanwhile); the new demo is
+    # made beside the old one and takes its place only when complete
+    with run_lock(out), staged_folder(out, overwrite=True, replaceable=an_earlier_demo) as stage:
         test_figures = _demo_into(cfg, stage, args.quiet)
     print(f"test: {_summary(test_figures)}")
     print(f"figure of test images with their defect maps and true boxes: {out / 'defect_maps.png'}")

@@ -235,7 +235,7 @@ def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size[1], im.size[0]
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path} is not a readable image ({exc})") from exc
 
 
@@ -277,7 +277,7 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, res
                     raise ValueError(f"{path} is {im.size[0]}×{im.size[1]} px, expected {size[1]}×{size[0]}")
                 im = im.resize((size[1], size[0]), Image.NEAREST if mask else Image.BILINEAR)
             a = np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path} is not a readable image ({exc})") from exc
     return np.where(a > 0, 255, 0).astype(np.uint8) if mask else a
 

@@ -187,7 +187,9 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any,
 
 def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: dict[str, Any] | None,
          history: History | None, progress: bool, callbacks: Sequence[Callback]) -> Run:
-    source = source_for(config, run_dir)  # a resumed class-folder run: its saved split
+    # a resumed class-folder run: its saved split; a fresh run makes its own (a split.json left by an
+    # attempt killed before its first epoch belongs to no run)
+    source = source_for(config, run_dir if state is not None else None)
     data, val, probe = source.training(progress), source.split("val"), source.probe()
     if run_dir is not None:
         atomic_write_bytes(run_dir / "config.json", json.dumps(plain, indent=1).encode())
@@ -273,6 +275,10 @@ def faces_differ(run_dir: str | os.PathLike, config: RunConfig) -> str | None:
     image files, or a run folder without the record)."""
     path = Path(run_dir) / FACES_FILE
     if not path.is_file():
+        if config.data.source == "characters" and (Path(run_dir) / "checkpoint.pt").is_file():
+            return (f"{run_dir} keeps no record of its font faces (faces.json): a run trained before 2026-11-30 "
+                    f"drew the operating system's faces too, so its generated test images here may differ "
+                    f"from those it was measured on")
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -327,7 +333,7 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
     """
     from dataclasses import replace
 
-    from data_gen.folders import is_dagm
+    from data_gen.folders import is_class_folder, is_dagm
 
     from .config import DataConfig
 
@@ -343,6 +349,9 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
         if config.data.source != "characters":
             config = replace(config, data=DataConfig())
         return CharacterSource(config).split("test", n)
+    if is_class_folder(spec):  # before DAGM: on a case-insensitive disk its train/ reads as Train/
+        raise ValueError(f"{spec} is a class folder: evaluation on a class folder other than the run's is not "
+                         f"there yet; without --data, evaluate measures the run's own test files")
     if spec == "textile" or is_dagm(spec):
         data = config.data if config.data.source == "textile" else DataConfig.dagm()
         if spec != "textile":

@@ -11,6 +11,7 @@ replaced.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -48,28 +49,60 @@ def _json_is(path: Path, check: Any) -> bool:
         return False
 
 
+def _npz_is_history(path: Path) -> bool:
+    import numpy as np
+
+    try:
+        with np.load(path) as data:
+            return all(k.startswith(("probe_", "maps_", "scores_")) for k in data.files)
+    except (OSError, ValueError, EOFError):
+        return False
+
+
+def _png(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+def _is_dict_with(*keys: str) -> Any:
+    return lambda d: isinstance(d, dict) and set(keys) <= set(d)
+
+
+# how each file of a run is recognised by its content (a file of the same name that fails is the user's)
+CONTENT = {
+    "config.json": lambda p: _json_is(p, _is_dict_with("model", "data", "train")),
+    "history.json": lambda p: _json_is(p, lambda d: isinstance(d, dict)
+                                       and str(d.get("format", "")).startswith("sacnn-lab-history")),
+    "history.npz": _npz_is_history,
+    "faces.json": lambda p: _json_is(p, _is_dict_with("train", "eval")),
+    "splits.json": lambda p: _json_is(p, _is_dict_with("size", "train", "val", "test")),
+    "test_metrics.json": lambda p: _json_is(p, _is_dict_with("accuracy")),
+    "defect_maps.png": _png,
+    "checkpoint.pt": lambda p: _is_checkpoint(p),
+    "best.pt": lambda p: _is_checkpoint(p),
+}
+
+
 def foreign_entries(run_dir: str | os.PathLike, deep: bool = False) -> list[str]:
     """Names in ``run_dir`` that no sacnn-lab run writes (sorted); ``[]`` for an absent or empty folder.
 
-    Without a checkpoint, ``config.json`` and ``history.json`` count as a run's only when their content is:
-    a run configuration (``model``, ``data`` and ``train`` parts), a history (its format tag): a training
-    would write over them. With ``deep`` (before a folder is replaced as a whole) their content is always
-    checked, and checkpoints are read too.
+    A file counts as a run's by its name and its content (:data:`CONTENT`). Beside a ``checkpoint.pt`` (a
+    run, which a training refuses without ``resume``) names are enough; without one, and with ``deep``
+    (before a folder is replaced as a whole), every file's content is checked, since a training would
+    write over it.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    content = {"config.json": lambda d: isinstance(d, dict) and {"model", "data", "train"} <= set(d),
-               "history.json": lambda d: isinstance(d, dict)
-               and str(d.get("format", "")).startswith("sacnn-lab-history")}
     check = deep or not (run_dir / "checkpoint.pt").is_file()
     out = []
     for p in run_dir.iterdir():
         ours = p.name in RUN_FILES and p.is_file() or _is_our_temporary(p.name) or p.name in BROWSER_LITTER
-        if ours and check and p.name in content:
-            ours = _json_is(p, content[p.name])
-        if ours and deep and p.suffix == ".pt":
-            ours = _is_checkpoint(p)
+        if ours and check and p.name in CONTENT:
+            ours = CONTENT[p.name](p)
         if not ours:
             out.append(p.name)
     return sorted(out)
@@ -177,9 +210,12 @@ def _take_flock(path: Path, run_dir: Path) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             os.close(fd)
-            raise _busy(run_dir, read_lock(run_dir)) from None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise _busy(run_dir, read_lock(run_dir)) from None
+            raise OSError(exc.errno, f"cannot lock {path} ({exc.strerror}): this file system may not support "
+                                     f"file locks; train into a folder on a local disk") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

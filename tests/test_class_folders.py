@@ -234,3 +234,38 @@ def test_defaults_are_chosen_from_the_data_and_said(tmp_path, capsys):
     assert "chosen from the data:" in out and "class weights 1 : 5.5" in out and "epochs:" not in out
     assert main(["train", "--out", str(tmp_path / "r2"), "--defect-size", "30", "--quiet"]) == 2
     assert "--defect-size chooses the blocks for a folder" in capsys.readouterr().err
+
+
+def test_a_fresh_run_makes_its_own_split_whatever_a_killed_attempt_left(tmp_path):
+    from sacnn_lab.experiment import train
+
+    root = make_class_folder(tmp_path / "set", good=12, kinds={"defective": 6})
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = ClassFolderSource(_cfg(root, train_seed=0)).split_record()
+    (run / "config.json").write_text(json.dumps(_cfg(root, train_seed=0).to_dict()))
+    (run / "splits.json").write_text(json.dumps(stale))  # an attempt killed before its first epoch
+    cfg = _cfg(root, train_seed=5).updated(epochs=1)
+    train(cfg, run, progress=False)
+    assert json.loads((run / "splits.json").read_text())["test"] == ClassFolderSource(cfg).splits["test"]
+    assert ClassFolderSource(cfg).splits["test"] != stale["test"]
+
+
+def test_masks_one_image_each_and_the_roots_masks_serve_split_folders(tmp_path):
+    root = make_class_folder(tmp_path / "set", good=3, kinds={"scratch": 2, "spot": 2})
+    (root / "masks").mkdir()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(root / "masks" / "s000.png")  # scratch/ and spot/ both
+    with pytest.raises(FileExistsError, match="fits both"):
+        read_class_folder(root)
+    split = tmp_path / "split"
+    make_class_folder(split / "train", good=3, kinds={"defective": 2})
+    make_class_folder(split / "test", good=3, kinds={"defective": 2}, seed=1)
+    (split / "masks").mkdir()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(split / "masks" / "d001_mask.png")
+    with pytest.raises(FileExistsError, match="fits both"):  # train/defective/d001 and test/defective/d001
+        read_class_folder(split)
+    (split / "test" / "defective" / "d001.png").rename(split / "test" / "defective" / "t001.png")
+    (split / "masks" / "d001_mask.png").rename(split / "masks" / "t001_mask.png")
+    layout = read_class_folder(split)
+    assert [it.mask for it in layout["test"] if it.label] == [None, "masks/t001_mask.png"]  # d000, t001
+    assert all(it.mask is None for it in layout["train"])

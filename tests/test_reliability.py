@@ -139,8 +139,9 @@ def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path, capsys):
 def test_an_interrupted_demo_leaves_the_previous_demo_whole(run, tmp_path, monkeypatch, capsys):
     import sacnn_lab.cli as cli
 
-    out = _copy_run(run, tmp_path / "demo")
-    (out / "defect_maps.png").write_bytes(b"png of the last demo")
+    out = _copy_run(run, tmp_path / "demo")  # an earlier demo: a run with its figure and test figures
+    (out / "defect_maps.png").write_bytes(b"\x89PNG\r\n\x1a\n the last demo's figure")
+    (out / "test_metrics.json").write_text('{"accuracy": 0.98}')
     before = _tree(out)
 
     def interrupted(cfg, folder, quiet):
@@ -457,3 +458,44 @@ def test_a_run_that_fails_before_writing_leaves_no_folder_and_browser_litter_is_
     shown.mkdir()
     (shown / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     assert train(tiny_config(epochs=1), shown, progress=False).history.epochs
+
+
+# ---- found in review -------------------------------------------------------------------------------------
+
+def test_demo_replaces_only_an_earlier_demo_never_a_training_run(run, tmp_path, capsys):
+    out = _copy_run(run, tmp_path / "mine")  # a complete training run: no test_metrics.json
+    before = _tree(out)
+    assert main(["demo", "--out", str(out), "--max-time", "1", "--quiet"]) == 2
+    assert "holds a training run, not an earlier demo" in capsys.readouterr().err and _tree(out) == before
+
+
+def test_files_a_run_writes_count_as_a_runs_only_by_their_content(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "best.pt").write_text("my own best model")
+    (out / "history.npz").write_bytes(b"PK not a history")
+    assert main(["train", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "best.pt" in err and "history.npz" in err and (out / "best.pt").read_text() == "my own best model"
+
+
+def test_a_data_gen_failure_of_any_kind_is_one_line(tmp_path, monkeypatch, capsys):
+    from concurrent.futures.process import BrokenProcessPool
+
+    import data_gen.__main__ as cli
+
+    def broken(*a, **k):
+        raise BrokenProcessPool("a worker was killed (out of memory?)")
+
+    monkeypatch.setattr(cli, "write_characters", broken)
+    assert data_main(["characters", "--n", "2", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: a worker was killed") and err.count("\n") == 1
+
+
+def test_predict_keeps_x_png_and_x_jpg_apart(run, tmp_path, capsys):
+    for suffix in ("png", "jpg"):
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / f"x.{suffix}")
+    assert main(["predict", "--checkpoint", str(run.run_dir), "--out", str(tmp_path / "p"),
+                 str(tmp_path / "x.png"), str(tmp_path / "x.jpg")]) == 0
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.png")) == ["x_jpg_overlay.png", "x_png_overlay.png"]
