@@ -257,14 +257,12 @@ def _output_names(paths: list[Path]) -> list[Path]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from PIL import Image
-
+    from . import plots
     from .data import read_image
     from .experiment import load_model
     from .history import atomic_write_bytes
     from .inference import localise, predict
     from .model import SACNN, receptive_field
-    from .plots import overlay
 
     model, config = load_model(args.checkpoint)
     field = None
@@ -295,7 +293,8 @@ def _predict(args: argparse.Namespace) -> int:
         boxes = localise(m, method=args.method, config=config.model) if score >= 0.5 else []
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay(img, m)).save(target)
+        plots.prediction(img, m, boxes=[(b.x0, b.y0, b.x1, b.y1) for b in boxes], score=score, name=str(path),
+                         path=target)
         results.append({"image": str(path), "overlay": str(rel), "score": score, "defective": score >= 0.5,
                         "boxes": [[b.x0, b.y0, b.x1, b.y1, round(b.score, 4)] for b in boxes]})
     out.mkdir(parents=True, exist_ok=True)

@@ -109,6 +109,56 @@ def overlay(image: np.ndarray, prob_map: np.ndarray, alpha: float = 0.45, cmap: 
     return np.clip(255 * ((1 - alpha) * gray + alpha * colours), 0, 255).astype(np.uint8)
 
 
+def prediction(image: np.ndarray, prob_map: np.ndarray, boxes: Sequence[Sequence[int]] = (),
+               score: float | None = None, threshold: float = 0.5, name: str = "", min_side: int = 480,
+               cmap: str = "inferno", path: str | os.PathLike | None = None) -> Figure:
+    """One image's prediction, for a person to look at: the image at its own size or larger (its longer side
+    at least ``min_side`` px), the defect map over it in a colour map that is transparent where the map is
+    low (the image stays readable), the located boxes, the score against the threshold in the title, and a
+    colour bar.
+
+    Args:
+        image: ``(H, W)`` uint8 gray image.
+        prob_map: ``(H, W)`` defect probabilities in [0, 1].
+        boxes: located ``(x0, y0, x1, y1, ...)`` boxes (x1/y1 exclusive; extra fields ignored).
+        score: the image's score, or ``None``.
+        threshold: the decision threshold the score is judged by.
+        name: a label for the title (the file's name).
+        min_side: the least length of the picture's longer side, in pixels.
+        cmap: matplotlib colour map of the defect probability.
+        path: also write the figure there (PNG).
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    image, prob_map = np.asarray(image), np.clip(np.asarray(prob_map, np.float32), 0, 1)
+    if image.ndim != 2 or image.shape != prob_map.shape:
+        raise ValueError(f"image {image.shape} and map {prob_map.shape} must be the same (H, W)")
+    h, w = image.shape
+    dpi = 100
+    scale = max(1.0, min_side / max(h, w))
+    fig = Figure(figsize=(w * scale / dpi + 1.4, h * scale / dpi + 0.7), dpi=dpi, layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    colours = colormaps[cmap](prob_map)
+    colours[..., 3] = 0.7 * prob_map  # transparent where nothing is found
+    ax.imshow(colours, interpolation="bilinear")
+    draw_boxes(ax, [b[:4] for b in boxes], colour="#3ee0ff", lw=1.6)
+    ax.set_axis_off()
+    verdict = ""
+    if score is not None:
+        verdict = (f"p = {score:.3f} {'≥' if score >= threshold else '<'} {threshold:g}: "
+                   f"{'defective' if score >= threshold else 'defect-free'}"
+                   + (f", {len(boxes)} box{'es' if len(boxes) != 1 else ''}" if score >= threshold else ""))
+    ax.set_title(f"{name}\n{verdict}" if name and verdict else name or verdict, fontsize=10)
+    fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[cmap]), ax=ax, fraction=0.046, pad=0.02,
+                 label="defect probability")
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
 def defect_maps(images: np.ndarray, maps: np.ndarray, boxes: Sequence[Sequence[Sequence[int]]] | None = None,
                 scores: Sequence[float] | None = None, labels: Sequence[int] | None = None, cols: int = 8,
                 title: str | None = None, path: str | os.PathLike | None = None) -> Figure:
@@ -118,8 +168,8 @@ def defect_maps(images: np.ndarray, maps: np.ndarray, boxes: Sequence[Sequence[S
         images: ``(N, H, W)`` uint8.
         maps: ``(N, H, W)`` defect probability maps at input resolution.
         boxes: per image, its true boxes.
-        scores: ``(N,)`` image probabilities, shown in each title.
-        labels: ``(N,)`` true labels, shown in each title.
+        scores: ``(N,)`` image probabilities, shown in each title with the call they make at 0.5.
+        labels: ``(N,)`` true labels, shown in each title as the truth.
         cols: cells per row.
         title: figure title.
         path: also save the figure there.
@@ -133,13 +183,14 @@ def defect_maps(images: np.ndarray, maps: np.ndarray, boxes: Sequence[Sequence[S
         ax.imshow(overlay(images[i], maps[i]), interpolation="nearest")
         if boxes is not None:
             draw_boxes(ax, [b for b in boxes[i] if b[0] >= 0], colour="white")
-        parts = []
+        parts = []  # which word is the truth, which the prediction
         if labels is not None:
-            parts.append("defective" if labels[i] else "defect-free")
+            parts.append("truth: " + ("defective" if labels[i] else "defect-free"))
         if scores is not None:
-            parts.append(f"p={float(scores[i]):.2f}")
+            p = float(scores[i])
+            parts.append(f"called {'defective' if p >= 0.5 else 'defect-free'} (p={p:.2f})")
         if parts:
-            ax.set_title(" ".join(parts), fontsize=8)
+            ax.set_title("\n".join(parts), fontsize=7)
     if title:
         fig.suptitle(title)
     if path is not None:

@@ -46,3 +46,29 @@ def test_metric_curve_joins_figures_measured_every_few_epochs_against_time():
     assert fig.axes[0].get_xlabel() == "seconds of training"
     with pytest.raises(ValueError, match="x must be"):
         plots.metric_curve(h, x="step")
+
+
+def test_a_prediction_is_drawn_for_a_person(tmp_path):
+    from PIL import Image
+
+    image = np.full((64, 96), 120, np.uint8)
+    prob = np.zeros((64, 96), np.float32)
+    prob[20:30, 40:50] = 0.9
+    fig = plots.prediction(image, prob, boxes=[(40, 20, 50, 30, 0.9)], score=0.93, name="a/x.png",
+                           path=tmp_path / "x.png")
+    assert len(fig.axes) == 2  # the image and its colour bar
+    title = fig.axes[0].get_title()
+    assert "a/x.png" in title and "p = 0.930 ≥ 0.5: defective, 1 box" in title
+    assert len(fig.axes[0].patches) == 1
+    width, height = Image.open(tmp_path / "x.png").size
+    assert width >= 480 and height >= 64 * 480 / 96  # enlarged: a 96-px image is no thumbnail
+    with pytest.raises(ValueError, match="same"):
+        plots.prediction(image, prob[:10])
+
+
+def test_defect_map_titles_say_which_is_the_truth_and_which_the_call():
+    images = np.full((2, 32, 32), 128, np.uint8)
+    maps = np.zeros((2, 32, 32), np.float32)
+    fig = plots.defect_maps(images, maps, scores=[0.9, 0.2], labels=[0, 0])
+    assert fig.axes[0].get_title() == "truth: defect-free\ncalled defective (p=0.90)"  # a false alarm
+    assert fig.axes[1].get_title() == "truth: defect-free\ncalled defect-free (p=0.20)"
