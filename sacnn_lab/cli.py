@@ -390,8 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="test figures of a checkpoint")
     e.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
     e.add_argument("--data", help="default: the run's own test split (a class-folder run: the test files its "
-                                  "run folder lists); or a labelled folder, textile, a DAGM 2007 class folder, or "
-                                  "characters[:SEED] (another seed)")
+                                  "run folder lists); or a class folder (all its images), a labelled folder, "
+                                  "textile, a DAGM 2007 class folder, or characters[:SEED] (another seed)")
     e.add_argument("--n", type=int, help="images of a generated split (default: the run's test_size)")
     e.add_argument("--tolerance", type=float, default=0.0, metavar="PX",
                    help="pointing game: a hit also within PX pixels of the truth (Zhang et al. 2016: 15)")

@@ -28,8 +28,8 @@ from .data import FolderSet
 from .history import History, atomic_write_bytes
 from .model import SACNN
 from .runfolder import check_run_folder, run_lock
-from .sources import (SPLITS_FILE, CharacterSource, DagmSource, LabelledFolderSource, pointing_masks,
-                      source_for)
+from .sources import (SPLITS_FILE, CharacterSource, ClassFolderSource, DagmSource, LabelledFolderSource,
+                      pointing_masks, source_for)
 from .trainer import Callback, Trainer
 
 
@@ -320,7 +320,8 @@ def load_or_train(config: RunConfig, run_dir: str | os.PathLike, progress: bool 
 def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) -> CharacterBatch | Any:
     """Evaluation images by name: ``characters[:SEED]`` (the run's test split, or the same generator at
     another seed), ``textile`` (a textile run's Test split; for a character run, the default generated
-    textile set's), a DAGM 2007 class folder (its Test split), or a labelled folder.
+    textile set's), a DAGM 2007 class folder (its Test split), a class folder (all its images), or a
+    labelled folder.
 
     Args:
         spec: ``"characters"``, ``"characters:SEED"``, ``"textile"``, or a folder path.
@@ -350,8 +351,7 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
             config = replace(config, data=DataConfig())
         return CharacterSource(config).split("test", n)
     if is_class_folder(spec):  # before DAGM: on a case-insensitive disk its train/ reads as Train/
-        raise ValueError(f"{spec} is a class folder: evaluation on a class folder other than the run's is not "
-                         f"there yet; without --data, evaluate measures the run's own test files")
+        return ClassFolderSource.evaluation(config, spec).split("test", n)  # all of it
     if spec == "textile" or is_dagm(spec):
         data = config.data if config.data.source == "textile" else DataConfig.dagm()
         if spec != "textile":

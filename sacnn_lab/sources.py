@@ -255,6 +255,23 @@ class ClassFolderSource(DataSource):
         self.config, self.root = config, Path(config.data.folder)
         self._saved = splits
 
+    @classmethod
+    def evaluation(cls, config: Any, root: str | os.PathLike) -> ClassFolderSource:
+        """Every image of the class folder ``root`` as test data (its ``train/``, ``val/`` and ``test/``
+        included), for a model trained elsewhere: the run's image size where it is a folder run with
+        ``resize``, else the folder's most common size."""
+        from dataclasses import replace
+
+        from .config import DataConfig
+
+        if config.data.source == "folder":
+            data = replace(config.data, folder=os.fspath(root))
+        else:
+            data = DataConfig(source="folder", folder=os.fspath(root))
+        run = replace(config, data=data)
+        whole = cls(run)
+        return cls(run, {"size": list(whole.size), "train": [], "val": [], "test": sorted(whole.images)})
+
     @functools.cached_property
     def images(self) -> dict[str, Any]:
         """Every :class:`~data_gen.folders.ClassImage` of the folder by its relative path."""

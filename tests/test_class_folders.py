@@ -269,3 +269,17 @@ def test_masks_one_image_each_and_the_roots_masks_serve_split_folders(tmp_path):
     layout = read_class_folder(split)
     assert [it.mask for it in layout["test"] if it.label] == [None, "masks/t001_mask.png"]  # d000, t001
     assert all(it.mask is None for it in layout["train"])
+
+
+def test_evaluate_a_run_on_another_class_folder(tmp_path, capsys):
+    root = make_class_folder(tmp_path / "set", good=10, kinds={"defective": 4})
+    other = make_class_folder(tmp_path / "other", good=5, kinds={"scratch": 2, "hole": 2}, size=80, masks=True,
+                              seed=7)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(run), "--epochs", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(other), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["images"] == 9 and res["pointing_game"] is not None  # every image, scored against its mask
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(other), "--n", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 3
