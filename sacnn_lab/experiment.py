@@ -193,9 +193,9 @@ def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: 
     data, val, probe = source.training(progress), source.split("val"), source.probe()
     if run_dir is not None:
         atomic_write_bytes(run_dir / "config.json", json.dumps(plain, indent=1).encode())
-        record = getattr(source, "split_record", None)
+        record = source.split_record()
         if record is not None:
-            atomic_write_bytes(run_dir / SPLITS_FILE, json.dumps(record(), indent=1).encode())
+            atomic_write_bytes(run_dir / SPLITS_FILE, json.dumps(record, indent=1).encode())
         faces = source.faces_record()
         if faces is not None:
             atomic_write_bytes(run_dir / FACES_FILE, json.dumps(faces, indent=1).encode())
@@ -300,11 +300,16 @@ def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: in
                            masks=pointing_masks(batch), tolerance=tolerance)
 
 
+def _check_n(n: Any) -> None:
+    """Refuse an image count that is not a whole number >= 1 (``None``: all of them)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n (--n) must be a whole number >= 1 of images, not {n!r}")
+
+
 def run_test_split(checkpoint: str | os.PathLike, config: RunConfig, n: int | None = None) -> Any:
     """The test split of the run a checkpoint belongs to: a character run's unseen seed, a textile run's
     ``Test`` split, a class-folder run's test files as its run folder saved them (``splits.json``)."""
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n (--n) must be a whole number >= 1 of images, not {n!r}")
+    _check_n(n)
     path = Path(checkpoint)
     return source_for(config, path if path.is_dir() else path.parent).split("test", n)
 
@@ -338,8 +343,7 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
 
     from .config import DataConfig
 
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n (--n) must be a whole number >= 1 of images, not {n!r}")
+    _check_n(n)
     spec = os.fspath(spec)
     if spec == "characters" or spec.startswith("characters:"):
         if spec.startswith("characters:"):

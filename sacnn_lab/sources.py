@@ -39,14 +39,14 @@ SPLITS = ("val", "test", "probe")
 WARM_UP_SAMPLES = 20_000
 
 
-def _check_split(which: str) -> None:
-    if which not in SPLITS:
-        raise ValueError(f"split must be 'val', 'test' or 'probe', not {which!r}")
+def _first(data: FolderSet, n: int | None) -> FolderSet:
+    """The first ``n`` images of ``data`` (all of them without ``n``)."""
+    return data if n is None else data.subset(np.arange(min(n, len(data))))
 
 
 class DataSource:
-    """What a run's data must offer. Subclasses implement :meth:`training`, :meth:`split` and
-    :meth:`probe`; the rest has defaults.
+    """What a run's data must offer. Subclasses implement :meth:`training`, :meth:`_split` (validation and
+    test) and :meth:`probe`; the rest has defaults.
 
     A batch is anything with ``images`` ``(N, H, W)`` uint8, ``labels`` ``(N,)`` 0/1 and ``boxes``
     ``(N, K, 4)`` int32 (-1 rows unused); a :class:`~sacnn_lab.data.FolderSet` also has ``masks``.
@@ -59,6 +59,12 @@ class DataSource:
     def split(self, which: str, n: int | None = None) -> Any:
         """A fixed evaluation split, ``"val"`` or ``"test"`` (``"probe"``: :meth:`probe`); the first ``n``
         images when given."""
+        if which not in SPLITS:
+            raise ValueError(f"split must be 'val', 'test' or 'probe', not {which!r}")
+        return self.probe(n) if which == "probe" else self._split(which, n)
+
+    def _split(self, which: str, n: int | None) -> Any:
+        """``"val"`` or ``"test"``, the first ``n`` images when given."""
         raise NotImplementedError
 
     def probe(self, n: int | None = None) -> Any:
@@ -73,6 +79,11 @@ class DataSource:
 
     def faces_differ(self, record: dict[str, Any]) -> str | None:
         """How this machine's faces differ from a run's :meth:`faces_record`, in words, or ``None``."""
+        return None
+
+    def split_record(self) -> dict[str, Any] | None:
+        """The files of each split, which a run folder keeps (``splits.json``) so that evaluation measures
+        exactly its test files, or ``None`` where the config alone fixes the splits."""
         return None
 
 
@@ -118,10 +129,7 @@ class CharacterSource(DataSource):
         return GeneratedEpochs(gen_train, d.train_seed, d.samples_per_epoch, t.batch_size, t.num_workers,
                                early_generator=early, early_epochs=d.early_epochs)
 
-    def split(self, which: str, n: int | None = None) -> CharacterBatch:
-        _check_split(which)
-        if which == "probe":
-            return self.probe(n)
+    def _split(self, which: str, n: int | None) -> CharacterBatch:
         d = self.config.data
         seed, size = (d.val_seed, d.val_size) if which == "val" else (d.test_seed, d.test_size)
         return self.generators[1].generate(seed, np.arange(n or size), masks=False)
@@ -173,12 +181,8 @@ class DagmSource(DataSource):
         return FolderEpochs(train.images, train.labels, self.config.train.batch_size,
                             seed=self.config.data.train_seed)
 
-    def split(self, which: str, n: int | None = None) -> FolderSet:
-        _check_split(which)
-        if which == "probe":
-            return self.probe(n)
-        test = self.folder_split("Test")
-        return test if n is None else test.subset(np.arange(min(n, len(test))))
+    def _split(self, which: str, n: int | None) -> FolderSet:
+        return _first(self.folder_split("Test"), n)
 
     def probe(self, n: int | None = None) -> FolderSet:
         return half_defective(self.folder_split("Test"), n or self.config.data.probe_size)
@@ -220,13 +224,11 @@ class LabelledFolderSource(DataSource):
         raise ValueError(f"{self.root} is a labelled folder: sacnn-lab evaluates on it, it does not train on "
                          f"it (yet): train on characters, textile or a DAGM 2007 class folder")
 
-    def split(self, which: str, n: int | None = None) -> FolderSet:
-        _check_split(which)
-        data = self.images
-        return data if n is None else data.subset(np.arange(min(n, len(data))))
+    def _split(self, which: str, n: int | None) -> FolderSet:
+        return _first(self.images, n)
 
     def probe(self, n: int | None = None) -> FolderSet:
-        return self.split("test", n or 16)
+        return _first(self.images, n or 16)
 
 
 SPLITS_FILE = "splits.json"
@@ -385,12 +387,8 @@ class ClassFolderSource(DataSource):
         has_masks = bool((boxes[:, 0, 0] >= 0).any())
         return FolderSet(self.root, paths, images, labels, boxes, masks if has_masks else None)
 
-    def split(self, which: str, n: int | None = None) -> FolderSet:
-        _check_split(which)
-        if which == "probe":
-            return self.probe(n)
-        data = self._loaded(which)
-        return data if n is None else data.subset(np.arange(min(n, len(data))))
+    def _split(self, which: str, n: int | None) -> FolderSet:
+        return _first(self._loaded(which), n)
 
     def probe(self, n: int | None = None) -> FolderSet:
         return half_defective(self._loaded("test"), n or self.config.data.probe_size)
