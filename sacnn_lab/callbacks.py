@@ -90,44 +90,69 @@ class ProgressBar(Callback):
 
 def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray | list,
                     batch_size: int = 250, threshold: float = 0.5,
-                    masks: np.ndarray | None = None, tolerance: float = 0) -> dict[str, float]:
+                    masks: np.ndarray | None = None, tolerance: float = 0,
+                    localisation: bool = False) -> dict[str, Any]:
     """Classification figures and the pointing game of ``model`` on a fixed set.
 
     Args:
         model: a SACNN-style model.
         images: ``(N, H, W)`` uint8.
-        labels: ``(N,)`` 0/1.
+        labels: ``(N,)`` 0/1, or ``0..K`` for a model of K defect types (0: defect-free, k: type k).
         boxes: ``(N, K, 4)`` (-1 rows unused) or a list of box lists.
         batch_size: images per forward pass.
         threshold: decision threshold on the image score.
         masks: ``(N, H, W)`` bool truth masks (DAGM's ellipses) the pointing game uses instead of the
             boxes, or ``None``.
         tolerance: pixels of tolerance of the pointing game (see :func:`~sacnn_lab.metrics.pointing_game`).
+        localisation: also the means of every :data:`~sacnn_lab.metrics.LOCALISATION_COLUMNS` figure (IoU,
+            Dice, compactness, pixel AUROC and AP, against the masks or else the box union) over the
+            defective images with a known truth, and ``false_alarm_area`` over the defect-free ones; the
+            maps are measured one batch at a time, never all held at once.
 
     Returns:
         accuracy, precision, recall, f1, auroc, confusion counts, and ``pointing_game`` (share of
         defective images with known boxes whose map maximum lies in a true box, or in the mask;
-        ``nan`` without boxes).
+        ``nan`` without boxes). A model of K > 1 types also gives ``types`` (see
+        :func:`~sacnn_lab.metrics.type_figures`): each type's recall, and the confusion between them.
 
     Raises:
         FloatingPointError: a score is NaN or infinite (figures of such a model would be made up).
     """
-    scores, hits = [], []
+    from .metrics import LOCALISATION_COLUMNS, localisation_table, type_figures
+
+    scores, type_scores, hits, tables = [], [], [], []
+    labels = np.asarray(labels)
     for lo in range(0, len(images), batch_size):
         p = predict(model, images[lo:lo + batch_size], batch_size=batch_size)
         s = p.score if p.score.ndim == 1 else p.score.max(1).values
+        if p.score.ndim == 2:
+            type_scores.append(p.score.numpy())
         scores.append(s.numpy())
         m = p.map if p.map.ndim == 3 else p.map.max(1).values
-        hits.append(pointing_game(m.numpy(), boxes[lo:lo + batch_size],
-                                  None if masks is None else masks[lo:lo + batch_size], tolerance))
+        part_masks = None if masks is None else masks[lo:lo + batch_size]
+        hits.append(pointing_game(m.numpy(), boxes[lo:lo + batch_size], part_masks, tolerance))
+        if localisation and np.isfinite(s.numpy()).all():
+            tables.append(localisation_table(s.numpy(), labels[lo:lo + batch_size] > 0, m.numpy(),
+                                             boxes[lo:lo + batch_size], part_masks, threshold))
     scores = np.concatenate(scores)
     if not np.isfinite(scores).all():
         raise FloatingPointError(f"the model gives non-finite scores for {int((~np.isfinite(scores)).sum())} of "
                                  f"{len(scores)} images (NaN or infinite weights, or a diverged run): there are "
                                  f"no figures to report")
-    out = classification(scores, labels, threshold)
+    out: dict[str, Any] = classification(scores, labels > 0, threshold)
     hit = np.concatenate(hits)
     out["pointing_game"] = float(hit.mean()) if hit.size else float("nan")
+    if localisation:
+        import pandas as pd
+
+        table = pd.concat(tables, ignore_index=True)
+        for c in (*LOCALISATION_COLUMNS, "false_alarm_area"):
+            if c == "pointing_game":  # the one above: against the masks, with the tolerance
+                continue
+            v = table[c].to_numpy(np.float64)
+            out[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    if type_scores:
+        out["types"] = type_figures(np.concatenate(type_scores), labels, threshold)
     return out
 
 

@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import time
+from typing import Any
 from dataclasses import replace
 from pathlib import Path
 
@@ -139,7 +140,26 @@ def _summary(metrics: dict) -> str:
     def f(key: str) -> str:  # precision without a positive call, AUROC of one class: undefined, not 0
         return f"{metrics[key]:.4f}" if math.isfinite(metrics[key]) else "n/a"
 
-    return f"accuracy {f('accuracy')}, precision {f('precision')}, recall {f('recall')}, AUROC {f('auroc')}, {where}"
+    line = f"accuracy {f('accuracy')}, precision {f('precision')}, recall {f('recall')}, AUROC {f('auroc')}, {where}"
+    if math.isfinite(metrics.get("iou_otsu", math.nan)):
+        line += (f"\nthe maps against the truth (defective images): IoU {f('iou_fixed')} at 0.5, {f('iou_otsu')} at "
+                 f"Otsu's threshold; Dice {f('dice_fixed')} / {f('dice_otsu')}; compactness {f('compactness_fixed')} / "
+                 f"{f('compactness_otsu')} (1: as large as the defect); pixel AUROC {f('pixel_auroc')}, "
+                 f"pixel AP {f('pixel_ap')}")
+    if math.isfinite(metrics.get("false_alarm_area", math.nan)):
+        line += f"\ndefect-free images: {100 * metrics['false_alarm_area']:.2f} % of their map above 0.5"
+    types = metrics.get("types")
+    if types:
+        names = metrics.get("type_names") or [f"type {k}" for k in range(1, len(types["recall"]) + 1)]
+        line += "\nper defect type (recall: called defective; AUROC: against the defect-free images):"
+        for name, r, a in zip(names, types["recall"], types["per_type_auroc"]):
+            line += f"\n  {name}: recall {r:.4f}, AUROC {a:.4f}"
+        line += f"\n  the right type for {types['type_accuracy']:.4f} of the defective images; confusion " \
+                f"(rows: truth, columns: call; the first is defect-free):"
+        width = max(len(n) for n in ["defect-free", *names])
+        for name, row in zip(["defect-free", *names], types["confusion"]):
+            line += f"\n    {name:>{width}} " + " ".join(f"{v:6d}" for v in row)
+    return line
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -169,9 +189,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_ready(d: dict) -> dict:
-    """NaN (not JSON) becomes null."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+def _json_ready(d: Any) -> Any:
+    """NaN (not JSON) becomes null, in nested dicts and lists too."""
+    if isinstance(d, dict):
+        return {k: _json_ready(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_json_ready(v) for v in d]
+    return None if isinstance(d, float) and math.isnan(d) else d
 
 
 def _warn_if_faces_differ(checkpoint: str, data: str, config) -> None:
@@ -196,7 +220,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         data = load_data(args.data, config, args.n)
         _warn_if_faces_differ(args.checkpoint, args.data, config)
     t = time.perf_counter()
-    metrics = evaluate(model, data, tolerance=args.tolerance)
+    metrics = evaluate(model, data, tolerance=args.tolerance, localisation=True)
+    if "types" in metrics:
+        metrics["type_names"] = list(getattr(data, "type_names", None) or config.data.defect_types or []) or None
     metrics["images"] = len(data.labels)
     metrics["seconds"] = time.perf_counter() - t
     if args.json:
@@ -256,11 +282,54 @@ def _output_names(paths: list[Path]) -> list[Path]:
             if len(inputs[n]) > 1 else n for n, p in zip(names, full)]
 
 
+def _image_paths(names: list[str]) -> list[Path]:
+    """The image files named: a file as given, a folder as every image below it (sorted; other files
+    ignored, mask folders included only when named)."""
+    from data_gen.folders import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                raise ValueError(f"{path} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            paths += found
+        else:
+            paths.append(path)
+    return paths
+
+
+PREDICTION_COLUMNS = ("image", "overlay", "score", "defective", "boxes", "error")
+
+
+def _write_predictions(out: Path, results: list[dict]) -> None:
+    """``predictions.json`` and ``predictions.csv`` (one row per image; ``boxes`` as
+    ``x0 y0 x1 y1 score`` groups joined by ``;``), each written whole or not at all."""
+    import csv
+    import io
+
+    from .history import atomic_write_bytes
+
+    atomic_write_bytes(out / "predictions.json", json.dumps(results, indent=1).encode())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in results:
+        row = {k: r.get(k, "") for k in PREDICTION_COLUMNS}
+        if "boxes" in r:
+            row["boxes"] = ";".join(" ".join(f"{v:g}" for v in b) for b in r["boxes"])
+        if "score" in r:
+            row["score"] = f"{r['score']:.6f}"
+        w.writerow(row)
+    atomic_write_bytes(out / "predictions.csv", buf.getvalue().encode())
+
+
 def _predict(args: argparse.Namespace) -> int:
     from . import plots
     from .data import read_image
     from .experiment import load_model
-    from .history import atomic_write_bytes
     from .inference import localise, predict
     from .model import SACNN, receptive_field
 
@@ -268,7 +337,7 @@ def _predict(args: argparse.Namespace) -> int:
     field = None
     if isinstance(model, SACNN) and config.model.backbone is None:
         field = receptive_field(config.model)[-1]["rf"]
-    paths = [Path(name) for name in args.images]
+    paths = _image_paths(args.images)
     out = Path(args.out)
     results, failed = [], 0
     for path, rel in zip(paths, _output_names(paths)):
@@ -298,12 +367,12 @@ def _predict(args: argparse.Namespace) -> int:
         results.append({"image": str(path), "overlay": str(rel), "score": score, "defective": score >= 0.5,
                         "boxes": [[b.x0, b.y0, b.x1, b.y1, round(b.score, 4)] for b in boxes]})
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "predictions.json", json.dumps(results, indent=1).encode())
+    _write_predictions(out, results)
     for r in results:
         if "error" not in r:
             print(f"{r['image']}: p={r['score']:.3f} {'defective' if r['defective'] else 'defect-free'} "
                   f"{len(r['boxes'])} box(es)")
-    print(f"overlays and predictions.json written to {out}"
+    print(f"overlays, predictions.json and predictions.csv written to {out}"
           + (f"; {failed} of {len(paths)} image(s) could not be scored (listed there with their error)"
              if failed else ""))
     return 2 if failed == len(paths) else 1 if failed else 0
@@ -399,14 +468,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(run=_evaluate)
     r = sub.add_parser("predict", help="defect maps and boxes for image files",
                        description="Defect maps and boxes for image files: an overlay per image (its path "
-                                   "below the images' common folder kept) and predictions.json. An image "
+                                   "below the images' common folder kept), predictions.json and "
+                                   "predictions.csv (image, overlay, score, defective, boxes, error). An image "
                                    "that cannot be scored is reported and listed there with its error, and "
                                    "the others go on; exit status 1 when some could not be scored, 2 when "
                                    "none could.")
-    r.add_argument("--checkpoint", required=True)
-    r.add_argument("--out", default="runs/predict")
-    r.add_argument("--method", choices=["threshold", "otsu", "nms"], default="threshold")
-    r.add_argument("images", nargs="+")
+    r.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    r.add_argument("--out", default="runs/predict", help="folder for the overlays, predictions.json and "
+                                                          "predictions.csv (default: runs/predict)")
+    r.add_argument("--method", choices=["threshold", "otsu", "nms"], default="threshold",
+                   help="how a defective image's map becomes boxes: the regions above 0.5 (default), above "
+                        "Otsu's threshold of the map, or peaks with non-maximum suppression")
+    r.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF), or folders: every image below")
     r.set_defaults(run=_predict)
     c = sub.add_parser("compare", help="SACNN against the Grad-CAM baseline: metrics, figure, map cost")
     c.add_argument("--sacnn", required=True, help="SACNN run folder or checkpoint")

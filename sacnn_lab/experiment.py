@@ -291,13 +291,15 @@ def faces_differ(run_dir: str | os.PathLike, config: RunConfig) -> str | None:
 
 
 def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: int = 250,
-             tolerance: float = 0) -> dict[str, float]:
+             tolerance: float = 0, localisation: bool = False) -> dict[str, Any]:
     """Test figures of ``model`` on a generated batch or a loaded labelled folder (anything with
     ``images`` (N, H, W) uint8, ``labels`` and ``boxes``): accuracy, precision, recall, f1, auroc and
     the pointing game on defective images with known boxes (a DAGM set: inside their masks), a hit
-    within ``tolerance`` pixels of the truth counting (see :func:`~sacnn_lab.metrics.pointing_game`)."""
+    within ``tolerance`` pixels of the truth counting (see :func:`~sacnn_lab.metrics.pointing_game`).
+    ``localisation=True`` adds IoU, Dice, compactness, pixel AUROC/AP and the false-alarm area (see
+    :func:`~sacnn_lab.callbacks.evaluate_arrays`); a model of several defect types adds ``types``."""
     return evaluate_arrays(model, batch.images, batch.labels, batch.boxes, batch_size,
-                           masks=pointing_masks(batch), tolerance=tolerance)
+                           masks=pointing_masks(batch), tolerance=tolerance, localisation=localisation)
 
 
 def _check_n(n: Any) -> None:

@@ -3,7 +3,7 @@
 Every function takes image scores in [0, 1] and/or defect maps at input resolution, never a model: any
 method that yields a score and a map (SACNN, Grad-CAM) is measured the same way.
 
-- classification: :func:`confusion`, :func:`auroc`, :func:`classification`;
+- classification: :func:`confusion`, :func:`auroc`, :func:`classification`; of K defect types :func:`type_figures`;
 - localisation on defective images: :func:`pointing_game`, :func:`energy_pointing_game`, :func:`iou`,
   :func:`dice` and :func:`compactness` of the binarised map (fixed threshold and Otsu), :func:`pixel_auroc`
   and :func:`pixel_average_precision`; on defect-free images :func:`false_alarm_area`;
@@ -16,7 +16,7 @@ method that yields a score and a map (SACNN, Grad-CAM) is measured the same way.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -444,6 +444,46 @@ def summarise(table, threshold: float | None = None):
             row[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
         out[name] = row
     return pd.DataFrame.from_dict(out, orient="index")
+
+
+def type_figures(type_scores, labels, threshold: float = 0.5) -> dict[str, Any]:
+    """Figures of a model of K defect types (``ModelConfig.num_defect_types``): each type's recall, and the
+    confusion between the types.
+
+    An image is called defective when its highest type score passes ``threshold``, and then of the type
+    whose layer scores highest (0: called defect-free).
+
+    Args:
+        type_scores: ``(N, K)`` each type's image score (the maximum of its defective layer).
+        labels: ``(N,)`` integers in ``0..K`` (0: defect-free, k: type k).
+        threshold: the decision threshold.
+
+    Returns:
+        ``{"confusion": (K+1) × (K+1) nested list, rows the truth 0..K, columns the call 0..K;
+        "recall": [K] share of each type's images called defective (of any type);
+        "type_accuracy": share of the defective images called defective *and* of their own type,
+        "per_type_auroc": [K] AUROC of type k's score, type-k images against defect-free ones}``.
+    """
+    s = np.asarray(type_scores, np.float64)
+    y = _as_1d("labels", labels).astype(np.int64)
+    if s.ndim != 2 or len(s) != len(y):
+        raise ValueError(f"type_scores must be (N, K) with one row per label, got {s.shape} and {y.shape}")
+    k = s.shape[1]
+    if y.size and (y.min() < 0 or y.max() > k):
+        raise ValueError(f"labels must lie in 0..{k} for {k} defect types, got {y.min()}..{y.max()}")
+    call = np.where(s.max(1) >= threshold, s.argmax(1) + 1, 0)
+    conf = np.zeros((k + 1, k + 1), np.int64)
+    np.add.at(conf, (y, call), 1)
+    bad = y > 0
+
+    def share(a: np.ndarray) -> float:
+        return float(a.mean()) if a.size else float("nan")
+
+    return {"confusion": conf.tolist(),
+            "recall": [share(call[y == t] > 0) for t in range(1, k + 1)],
+            "type_accuracy": share(call[bad] == y[bad]),
+            "per_type_auroc": [auroc(s[(y == t) | (y == 0), t - 1], y[(y == t) | (y == 0)] == t)
+                               for t in range(1, k + 1)]}
 
 
 def worst_misses(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, n: int = 6,

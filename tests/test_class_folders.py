@@ -166,6 +166,11 @@ def test_train_on_a_class_folder_and_evaluate_exactly_its_saved_test_files(tmp_p
     assert main(["evaluate", "--checkpoint", str(run), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["images"] == 5 and res["pointing_game"] is not None  # masks: localisation measured
+    for key in ("iou_fixed", "iou_otsu", "dice_otsu", "compactness_otsu", "pixel_auroc", "pixel_ap"):
+        assert res[key] is None or 0 <= res[key] <= (np.inf if key.startswith("compactness") else 1)
+    assert res["pixel_auroc"] is not None and res["false_alarm_area"] is not None
+    assert main(["evaluate", "--checkpoint", str(run)]) == 0
+    assert "pixel AUROC" in capsys.readouterr().out
     config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
     assert source_for(config, run).split("test").filenames == saved["test"]
     (root / saved["test"][0]).unlink()
@@ -283,3 +288,38 @@ def test_evaluate_a_run_on_another_class_folder(tmp_path, capsys):
     assert res["images"] == 9 and res["pointing_game"] is not None  # every image, scored against its mask
     assert main(["evaluate", "--checkpoint", str(run), "--data", str(other), "--n", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 3
+
+
+def test_predict_on_a_folder_keeps_relative_paths_and_writes_a_csv(tmp_path, capsys):
+    import csv
+
+    root = make_class_folder(tmp_path / "set", good=8, kinds={"scratch": 3, "hole": 3})
+    (root / "hole" / "g000.png").write_bytes((root / "good" / "g000.png").read_bytes())  # one name, two folders
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(run), "--epochs", "1", "--quiet"]) == 0
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(run), "--out", str(out), str(root)]) == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 15 and [r["image"] for r in rows] == sorted(r["image"] for r in rows)
+    assert (out / "good" / "g000_overlay.png").is_file() and (out / "hole" / "g000_overlay.png").is_file()
+    for r in rows:
+        assert 0 <= float(r["score"]) <= 1 and r["defective"] in ("True", "False") and not r["error"]
+        assert all(len(b.split()) == 5 for b in r["boxes"].split(";") if b)
+    assert json.loads((out / "predictions.json").read_text())[0]["image"] == rows[0]["image"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", "--checkpoint", str(run), "--out", str(out), str(empty)]) == 2
+    assert "holds no image" in capsys.readouterr().err
+
+
+def test_type_figures_count_each_type_and_the_confusion():
+    from sacnn_lab.metrics import type_figures
+
+    scores = np.array([[0.1, 0.2], [0.9, 0.3], [0.2, 0.8], [0.7, 0.6], [0.4, 0.1]])
+    labels = np.array([0, 1, 2, 2, 1])
+    f = type_figures(scores, labels)
+    assert f["confusion"] == [[1, 0, 0], [1, 1, 0], [0, 1, 1]]
+    assert f["recall"] == [0.5, 1.0] and f["type_accuracy"] == 0.5
+    assert f["per_type_auroc"][1] == 1.0
+    with pytest.raises(ValueError, match="0..2"):
+        type_figures(scores, np.array([0, 1, 3, 2, 1]))
