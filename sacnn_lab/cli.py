@@ -81,7 +81,9 @@ def _run_config(args: argparse.Namespace):
     if source == "folder":  # the defaults come from the data; a flag given is kept as given
         from .sources import suggest_config
 
-        return suggest_config(folder, args.defect_size, **train, **data)
+        return suggest_config(folder, args.defect_size, types=args.defect_types, **train, **data)
+    if args.defect_types:
+        raise ValueError("--defect-types trains one defective layer per defect folder of a folder of your own")
     if args.defect_size is not None:
         raise ValueError("--defect-size chooses the blocks for a folder of your own; the generated sets and "
                          "DAGM come with their presets' blocks")
@@ -111,6 +113,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--defect-size", type=float, metavar="PX",
                    help="your own folder: a typical defect's extent in px, which chooses the number of blocks "
                         "(default: a quarter of the images' shorter side)")
+    p.add_argument("--defect-types", action="store_true",
+                   help="a folder of your own with several defect folders: one defective layer per folder (a "
+                        "K-type head), and evaluation per type; default: every defect folder is one class")
     p.add_argument("--epochs", type=int)
     p.add_argument("--samples-per-epoch", type=int)
     p.add_argument("--early-epochs", type=int,
@@ -222,7 +227,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     metrics = evaluate(model, data, tolerance=args.tolerance, localisation=True)
     if "types" in metrics:
-        metrics["type_names"] = list(getattr(data, "type_names", None) or config.data.defect_types or []) or None
+        metrics["type_names"] = list(config.data.defect_types) if config.data.defect_types else None
     metrics["images"] = len(data.labels)
     metrics["seconds"] = time.perf_counter() - t
     if args.json:

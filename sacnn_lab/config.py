@@ -337,6 +337,13 @@ class DataConfig:
             each class held out for validation and test when the folder brings no ``train/`` and
             ``test/`` of its own (a split seeded by ``train_seed``, stratified by folder, written into the
             run folder as ``splits.json``).
+        defect_types: ``source="folder"``: the defect folders a K-type head tells apart, in the order of
+            its defective layers (``ModelConfig.num_defect_types`` must be their number); ``None``: every
+            defect folder is one defective class (the paper's case).
+        quarter_turns / brightness: training augmentation of a folder run, besides the flips every folder
+            run draws: each image turned by a random quarter turn (square images only; a surface has no
+            up), and its gray values scaled by a random gain in ``[1 - brightness, 1 + brightness]`` and
+            shifted by up to ``brightness / 2`` (lighting that varies from photograph to photograph).
     """
 
     source: str = "characters"
@@ -357,6 +364,9 @@ class DataConfig:
     resize: tuple[int, int] | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    defect_types: tuple[str, ...] | None = None
+    quarter_turns: bool = False
+    brightness: float = 0.0
 
     def __post_init__(self) -> None:
         from data_gen.characters import CharacterConfig
@@ -388,6 +398,22 @@ class DataConfig:
         for name in ("val_fraction", "test_fraction"):
             if not (_finite(getattr(self, name)) and 0 < getattr(self, name) < 0.5):
                 raise ValueError(f"{name} must lie in (0, 0.5), not {getattr(self, name)}")
+        if self.defect_types is not None:
+            if isinstance(self.defect_types, str) or not all(isinstance(t, str) and t for t in self.defect_types):
+                raise TypeError(f"defect_types must be a sequence of defect folder names, not {self.defect_types!r}")
+            self.defect_types = tuple(self.defect_types)
+            if len(set(self.defect_types)) != len(self.defect_types) or len(self.defect_types) < 2:
+                raise ValueError(f"defect_types must name two or more different defect folders, not "
+                                 f"{self.defect_types!r}")
+            if self.source != "folder" or "good" in self.defect_types:
+                raise ValueError("defect_types (a head of several defect types) needs source='folder' and names "
+                                 "its defect folders (good/ is the defect-free class)")
+        if not isinstance(self.quarter_turns, bool):
+            raise TypeError(f"quarter_turns must be a bool, not {self.quarter_turns!r}")
+        if not (_finite(self.brightness) and 0 <= self.brightness < 1):
+            raise ValueError(f"brightness must lie in [0, 1), not {self.brightness!r}")
+        if (self.quarter_turns or self.brightness) and self.source != "folder":
+            raise ValueError("quarter_turns and brightness augment a class-folder run (source='folder')")
         if self.truth not in TRUTHS:
             raise ValueError(f"truth must be one of {TRUTHS}, not {self.truth!r}")
         for name in ("samples_per_epoch", "val_size", "test_size", "probe_size"):
@@ -599,6 +625,12 @@ class RunConfig:
             raise ValueError(f"early_epochs ({self.data.early_epochs}) must be fewer than epochs "
                              f"({self.train.epochs}): the last epochs train on full-size images "
                              f"(early_epochs=0, or --early-epochs 0, switches the small images off)")
+        types = self.data.defect_types
+        k = getattr(self.model, "num_defect_types", 1)
+        if (len(types) if types else 1) != k:
+            raise ValueError(f"the head has {k} defective layer(s) (num_defect_types) but the data names "
+                             f"{len(types) if types else 1} defect type(s) (defect_types={types!r}): give both "
+                             f"together (--defect-types sets both)")
         if self.train.keep_best is not None and self.data.source == "textile":
             raise ValueError(f"keep_best={self.train.keep_best!r} would choose an epoch by the test set: a textile "
                              f"run's per-epoch figures are measured on the Test split (DAGM has no validation "
@@ -644,7 +676,7 @@ class RunConfig:
                              "the character and DAGM sets only)")
         return cls(ModelConfig.textile(channels=(16, 32, 32), norm="batch", inner_relu=True,
                                        input_norm="abs_deviation"),
-                   DataConfig(source="folder", folder=folder, probe_size=16),
+                   DataConfig(source="folder", folder=folder, probe_size=16, quarter_turns=True, brightness=0.1),
                    TrainConfig(epochs=20, batch_size=16, optimizer="adam", lr=2e-3, schedule="onecycle",
                                reduction="mean", eval_every=1, eval_batch_size=32))
 

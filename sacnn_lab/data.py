@@ -401,44 +401,99 @@ class ImageFiles:
 
 
 class FolderEpochs:
-    """Training data from a fixed set held in memory (a DAGM 2007 ``Train`` split, real or generated), for
-    :class:`~sacnn_lab.trainer.Trainer`: epoch ``e`` passes over every image once, in an order drawn from
-    ``(seed, e)``, each image flipped left-right and/or upside down by the same draws (a flip keeps a
-    defect a defect and a texture a texture). The same batches on every machine and on resume.
+    """Training data from a fixed set (a DAGM 2007 ``Train`` split held in memory, or a class folder's
+    training files read from disk), for :class:`~sacnn_lab.trainer.Trainer`: epoch ``e`` passes over every
+    image once, in an order drawn from ``(seed, e)``, each image flipped left-right and/or upside down by
+    the same draws (a flip keeps a defect a defect and a texture a texture); optionally turned by a random
+    quarter turn and given a random brightness. The same batches on every machine, with any number of
+    workers, and on resume.
 
     Args:
         images: ``(N, H, W)`` uint8, or :class:`ImageFiles` (read from disk batch by batch: bounded memory).
-        labels: ``(N,)`` 0/1.
+        labels: ``(N,)`` 0/1 (or ``0..K``: defect types).
         batch_size: images per batch.
-        seed: seeds the order and the flips.
-        augment: draw the flips (``False``: the images as they are).
+        seed: seeds the order and the augmentation.
+        augment: draw the flips (``False``: the images as they are, whatever the other options).
+        quarter_turns: also turn each image by 0, 1, 2 or 3 quarter turns (square images only).
+        brightness: also scale each image's gray values by a gain in ``[1 - b, 1 + b]`` and shift them by
+            up to ``± b / 2`` (then clipped to [0, 1]); 0: no change.
+        num_workers: processes that read and augment batches (:class:`torch.utils.data.DataLoader`); 0: the
+            training process does.
     """
 
     def __init__(self, images: np.ndarray | ImageFiles, labels: np.ndarray, batch_size: int, seed: int = 0,
-                 augment: bool = True):
+                 augment: bool = True, quarter_turns: bool = False, brightness: float = 0.0,
+                 num_workers: int = 0):
         if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels) or not len(images):
             raise ValueError(f"expected (N, H, W) uint8 images with N labels, N >= 1; got {images.dtype} "
                              f"{images.shape} and {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        if not 0 <= brightness < 1:
+            raise ValueError(f"brightness must lie in [0, 1), not {brightness}")
         self.images, self.labels = images, np.asarray(labels, np.int64)
         self.batch_size, self.seed, self.augment = batch_size, int(seed), augment
+        self.quarter_turns = bool(quarter_turns) and augment and images.shape[1] == images.shape[2]
+        self.brightness = float(brightness) if augment else 0.0
+        self.num_workers = int(num_workers)
         self.steps_per_epoch = -(-len(images) // batch_size)
 
-    def loader(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+    def _draws(self, epoch: int) -> dict[str, np.ndarray]:
+        """The epoch's order and every image's augmentation, from ``(seed, epoch)``: the flips first (the
+        draws of a run without the other options are unchanged), then turns and brightness."""
         if epoch < 1:
             raise ValueError(f"epochs count from 1, not {epoch}")
+        n = len(self.images)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.images), generator=g).numpy()
-        flips = torch.rand(len(self.images), 2, generator=g).numpy() < (0.5 if self.augment else 0.0)
-        for lo in range(0, len(order), self.batch_size):
-            idx = order[lo:lo + self.batch_size]
-            x = to_tensor_images(self.images[idx])
-            for axis, dim in ((0, 3), (1, 2)):
-                f = torch.from_numpy(flips[lo:lo + self.batch_size, axis])
-                if f.any():
-                    x[f] = x[f].flip(dim)
-            yield {"image": x, "label": torch.from_numpy(self.labels[idx]), "index": torch.from_numpy(idx)}
+        order = torch.randperm(n, generator=g).numpy()
+        draws = {"order": order,
+                 "flips": torch.rand(n, 2, generator=g).numpy() < (0.5 if self.augment else 0.0)}
+        if self.quarter_turns:
+            draws["turns"] = torch.randint(0, 4, (n,), generator=g).numpy()
+        if self.brightness:
+            u = torch.rand(n, 2, generator=g).numpy() * 2 - 1  # each in [-1, 1)
+            draws["gain"], draws["shift"] = 1 + self.brightness * u[:, 0], self.brightness / 2 * u[:, 1]
+        return draws
+
+    def batch(self, draws: dict[str, np.ndarray], b: int) -> dict[str, torch.Tensor]:
+        """Batch ``b`` of an epoch whose :meth:`_draws` are ``draws``."""
+        sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        idx = draws["order"][sl]
+        x = to_tensor_images(self.images[idx])
+        for axis, dim in ((0, 3), (1, 2)):
+            f = torch.from_numpy(draws["flips"][sl, axis])
+            if f.any():
+                x[f] = x[f].flip(dim)
+        if "turns" in draws:
+            for k in (1, 2, 3):
+                t = torch.from_numpy(draws["turns"][sl] == k)
+                if t.any():
+                    x[t] = torch.rot90(x[t], k, dims=(2, 3))
+        if "gain" in draws:
+            gain = torch.from_numpy(draws["gain"][sl].astype(np.float32))[:, None, None, None]
+            shift = torch.from_numpy(draws["shift"][sl].astype(np.float32))[:, None, None, None]
+            x = (x * gain + shift).clamp_(0.0, 1.0)
+        return {"image": x, "label": torch.from_numpy(self.labels[idx]), "index": torch.from_numpy(idx)}
+
+    def loader(self, epoch: int) -> Iterator[dict[str, torch.Tensor]] | DataLoader:
+        draws = self._draws(epoch)
+        if self.num_workers:
+            return DataLoader(_EpochBatches(self, draws), batch_size=None, shuffle=False,
+                              num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        return (self.batch(draws, b) for b in range(self.steps_per_epoch))
+
+
+class _EpochBatches(Dataset):
+    """One epoch of a :class:`FolderEpochs` as a dataset of whole batches, for DataLoader workers."""
+
+    def __init__(self, epochs: FolderEpochs, draws: dict[str, np.ndarray]):
+        self.epochs, self.draws = epochs, draws
+
+    def __len__(self) -> int:
+        return self.epochs.steps_per_epoch
+
+    def __getitem__(self, b: int) -> dict[str, torch.Tensor]:
+        return self.epochs.batch(self.draws, int(b))
 
 
 def textile_folder(config: Any, progress: bool = True) -> Path:

@@ -190,7 +190,7 @@ class DagmSource(DataSource):
 
 def half_defective(data: FolderSet, size: int) -> FolderSet:
     """A probe batch of ``size`` images of ``data``: about half defective, the rest defect-free, in order."""
-    bad, good = np.flatnonzero(data.labels == 1), np.flatnonzero(data.labels == 0)
+    bad, good = np.flatnonzero(data.labels > 0), np.flatnonzero(data.labels == 0)
     k = min(len(bad), (size + 1) // 2)
     return data.subset(np.sort(np.concatenate([bad[:k], good[: size - k]])))
 
@@ -352,13 +352,25 @@ class ClassFolderSource(DataSource):
         """What a run folder keeps so that evaluation measures exactly its test files."""
         return {"root": str(self.root.resolve()), "size": list(self.size), **self.splits}
 
+    def label_of(self, path: str) -> int:
+        """The training label of an image: 0 defect-free, 1 defective, or with ``defect_types`` the number
+        (from 1) of its defect folder's type."""
+        it, types = self.images[path], self.config.data.defect_types
+        if not types or not it.label:
+            return int(it.label)
+        if it.kind not in types:
+            raise ValueError(f"{self.root / path} lies in the defect folder {it.kind!r}, which is none of the run's "
+                             f"defect types {list(types)}")
+        return 1 + types.index(it.kind)
+
     def training(self, progress: bool = False) -> FolderEpochs:
         from .data import ImageFiles
 
-        paths = self.splits["train"]
-        labels = np.asarray([self.images[p].label for p in paths], np.int64)
+        paths, d = self.splits["train"], self.config.data
+        labels = np.asarray([self.label_of(p) for p in paths], np.int64)
         return FolderEpochs(ImageFiles([self.root / p for p in paths], self.size), labels,
-                            self.config.train.batch_size, seed=self.config.data.train_seed)
+                            self.config.train.batch_size, seed=d.train_seed, quarter_turns=d.quarter_turns,
+                            brightness=d.brightness, num_workers=self.config.train.num_workers)
 
     def _loaded(self, which: str) -> FolderSet:
         """The ``"val"`` or ``"test"`` split read into memory (once per source)."""
@@ -383,7 +395,7 @@ class ClassFolderSource(DataSource):
                 ys, xs = np.nonzero(masks[i])
                 if ys.size:
                     boxes[i, 0] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-        labels = np.asarray([self.images[p].label for p in paths], np.uint8)
+        labels = np.asarray([self.label_of(p) for p in paths], np.uint8)
         has_masks = bool((boxes[:, 0, 0] >= 0).any())
         return FolderSet(self.root, paths, images, labels, boxes, masks if has_masks else None)
 
@@ -400,8 +412,8 @@ class ClassFolderSource(DataSource):
 FOLDER_SAMPLES = 20_000
 
 
-def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, **overrides: Any
-                   ) -> tuple[Any, list[str]]:
+def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, types: bool = False,
+                   **overrides: Any) -> tuple[Any, list[str]]:
     """A run for a class folder with its defaults chosen from the data, and why, in one line each.
 
     - the number of blocks: the fewest whose visual field covers a defect (the paper's rule,
@@ -411,11 +423,14 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
       outnumbers the other by more than 1.5 (without them a set of 1 defective in 6 sat at "all good" for
       12 of 20 epochs in our runs);
     - the epochs: about ``FOLDER_SAMPLES`` training samples, 10 to 60 passes;
-    - the rest from ``RunConfig.preset("fast", data="folder")`` (batch normalisation, Adam one-cycle, flips).
+    - the augmentation: flips, quarter turns (square images) and brightness changes of ±10 %;
+    - with ``types``: one defective layer per defect folder (``defect_types``, ``num_defect_types``);
+    - the rest from ``RunConfig.preset("fast", data="folder")`` (batch normalisation, Adam one-cycle).
 
     Args:
         folder: the class folder.
         defect_size: a typical defect's extent in px, when known.
+        types: a K-type head, one defective layer per defect folder (two or more needed).
         overrides: any field to set instead (by name, see :meth:`~sacnn_lab.config.RunConfig.updated`);
             a field given here is not chosen.
 
@@ -450,6 +465,18 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
     if "epochs" not in overrides:
         chosen["epochs"] = int(np.clip(round(FOLDER_SAMPLES / max(1, len(train))), 10, 60))
         reasons.append(f"{chosen['epochs']} epochs: about {FOLDER_SAMPLES:,} training samples")
+    if types:
+        kinds = sorted({it.kind for it in probe.images.values() if it.label})
+        if len(kinds) < 2:
+            raise ValueError(f"--defect-types needs two or more defect folders beside good/; {folder} has "
+                             f"{len(kinds)} ({', '.join(kinds) or 'none'})")
+        chosen.update(defect_types=tuple(kinds), num_defect_types=len(kinds))
+        reasons.append(f"{len(kinds)} defect types, one defective layer each: {', '.join(kinds)}")
+    d = base.data
+    turns = d.quarter_turns and h == w
+    reasons.append("augmentation: flips" + (", quarter turns" if turns else "")
+                   + (f", brightness ±{100 * d.brightness:g} %" if d.brightness else "")
+                   + ("" if turns or not d.quarter_turns else " (no quarter turns: the images are not square)"))
     return base.updated(**chosen, **overrides), reasons
 
 

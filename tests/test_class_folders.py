@@ -231,7 +231,8 @@ def test_defaults_are_chosen_from_the_data_and_said(tmp_path, capsys):
     cfg, why = suggest_config(root)
     assert cfg.model.channels == (16, 32)  # a quarter of 80 px: 20 px, covered by 2 blocks (22 px)
     assert cfg.train.class_weights == (1.0, 5.5) and "22 good and 4 defective" in why[0]
-    assert cfg.train.epochs == 60 and len(why) == 4  # 26 training images: the most passes
+    assert cfg.train.epochs == 60 and len(why) == 5  # 26 training images: the most passes
+    assert "quarter turns" in why[-1] and cfg.data.quarter_turns and cfg.data.brightness == 0.1
     big, _ = suggest_config(root, defect_size=100, epochs=3, class_weights=(1.0, 2.0))
     assert big.model.channels == (16, 32, 32, 32) and big.train.epochs == 3 and big.train.class_weights == (1.0, 2.0)
     assert main(["train", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"]) == 0
@@ -323,3 +324,53 @@ def test_type_figures_count_each_type_and_the_confusion():
     assert f["per_type_auroc"][1] == 1.0
     with pytest.raises(ValueError, match="0..2"):
         type_figures(scores, np.array([0, 1, 3, 2, 1]))
+
+
+def test_a_head_of_several_defect_types_trains_and_is_evaluated_per_type(tmp_path, capsys):
+    root = make_class_folder(tmp_path / "set", good=16, kinds={"scratch": 6, "hole": 6}, masks=True)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(run), "--defect-types", "--epochs", "2",
+                 "--batch-size", "8", "--quiet"]) == 0
+    assert "2 defect types, one defective layer each: hole, scratch" in capsys.readouterr().out
+    config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert config.model.num_defect_types == 2 and config.data.defect_types == ("hole", "scratch")
+    test = source_for(config, run).split("test")
+    assert sorted(set(test.labels.tolist())) == [0, 1, 2]  # hole = 1, scratch = 2
+    assert main(["evaluate", "--checkpoint", str(run), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["type_names"] == ["hole", "scratch"] and len(res["types"]["confusion"]) == 3
+    assert sum(map(sum, res["types"]["confusion"])) == res["images"] == len(test.labels)
+    assert main(["evaluate", "--checkpoint", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "per defect type" in out and "  hole: recall" in out and "confusion" in out
+    one = make_class_folder(tmp_path / "one", good=6, kinds={"defective": 3})
+    assert main(["train", "--data", str(one), "--out", str(tmp_path / "r1"), "--defect-types", "--quiet"]) == 2
+    assert "two or more defect folders" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="num_defect_types"):
+        RunConfig.preset("fast", data="folder", folder=str(root), defect_types=("hole", "scratch"))
+
+
+def test_augmentation_turns_and_brightens_the_same_way_with_or_without_workers():
+    import torch
+
+    from sacnn_lab.data import FolderEpochs
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 12, 12), dtype=np.uint8)
+    plain = FolderEpochs(images, np.zeros(10), 4, seed=3)
+    aug = FolderEpochs(images, np.zeros(10), 4, seed=3, quarter_turns=True, brightness=0.2)
+    a, b = list(plain.loader(2)), list(aug.loader(2))
+    assert [x["index"].tolist() for x in a] == [x["index"].tolist() for x in b]  # the order and flips draw first
+    turned = 0
+    for x, y in zip(a, b):
+        for i in range(len(x["image"])):
+            # each augmented image is a quarter turn of the flipped one, brightened: correlated with one turn
+            ok = [k for k in range(4) if np.corrcoef(torch.rot90(x["image"][i], k, (1, 2)).ravel(),
+                                                     y["image"][i].ravel())[0, 1] > 0.9]
+            turned += ok != [0]
+            assert y["image"][i].min() >= 0 and y["image"][i].max() <= 1
+    assert turned > 0
+    workers = FolderEpochs(images, np.zeros(10), 4, seed=3, quarter_turns=True, brightness=0.2, num_workers=2)
+    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(b, workers.loader(2)))
+    wide = FolderEpochs(rng.integers(0, 256, (4, 8, 12), dtype=np.uint8), np.zeros(4), 2, quarter_turns=True)
+    assert not wide.quarter_turns  # a turn would change the shape
