@@ -79,7 +79,7 @@ def _run_config(args: argparse.Namespace):
                               ("test_size", args.test_size), ("early_epochs", args.early_epochs))
             if v is not None}
     if source == "folder":  # the defaults come from the data; a flag given is kept as given
-        from .sources import suggest_config
+        from .autoconfig import suggest_config
 
         return suggest_config(folder, args.defect_size, types=args.defect_types, **train, **data)
     if args.defect_types:

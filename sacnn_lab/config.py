@@ -670,7 +670,7 @@ class RunConfig:
     @classmethod
     def _folder(cls, name: str, folder: Any) -> RunConfig:
         # a user's photographs: the textile fast recipe at 3 blocks (a visual field of 50 px, a map of 24×24
-        # on 192² images); sources.suggest_config chooses blocks, class weights and epochs from the data
+        # on 192² images); autoconfig.suggest_config chooses blocks, class weights and epochs from the data
         if name != "fast":
             raise ValueError("a class folder trains with the 'fast' preset (the paper's settings are defined for "
                              "the character and DAGM sets only)")

@@ -225,7 +225,7 @@ def test_the_sample_class_folder_is_written_once(tmp_path):
 
 
 def test_defaults_are_chosen_from_the_data_and_said(tmp_path, capsys):
-    from sacnn_lab.sources import suggest_config
+    from sacnn_lab.autoconfig import suggest_config
 
     root = make_class_folder(tmp_path / "set", good=30, kinds={"defective": 6}, size=80)
     cfg, why = suggest_config(root)
