@@ -23,15 +23,95 @@ from .sources import ClassFolderSource
 # generated fabric folder (580 training images of 192²) 21 epochs left the competitive phase at epoch 13 and
 # reached 94.4 % test accuracy, 34 epochs 98.4 % (README, "Your own photographs")
 FOLDER_SAMPLES = 20_000
+# the training samples of each candidate network when the blocks are chosen on the validation split
+BLOCK_SAMPLES = 3_000
+
+
+def block_candidates(model: Any, size: tuple[int, int], most: int = 3) -> list[int]:
+    """The numbers of blocks worth trying on images of ``size``: those whose visual field lies between a
+    sixteenth and two thirds of the shorter side (at least 2 blocks), at most ``most`` of them, nearest a
+    quarter of the side first.
+
+    Args:
+        model: the :class:`~sacnn_lab.config.ModelConfig` whose blocks are counted (its kernel, dilation,
+            pooling and stride).
+        size: ``(H, W)`` of the images.
+    """
+    from dataclasses import replace
+
+    from .model import receptive_field
+
+    side = min(size)
+    fields = {b: receptive_field(replace(model, channels=(16,) + (32,) * (b - 1)))[-1]["rf"] for b in range(2, 8)}
+    ok = [b for b, f in fields.items() if side / 16 <= f <= side / 1.5] or [min(fields, key=lambda b: abs(
+        fields[b] - side / 4))]
+    ok.sort(key=lambda b: (abs(np.log(fields[b] / (side / 4))), b))
+    return sorted(ok[:most])
+
+
+def choose_blocks(config: Any, candidates: list[int], samples: int = BLOCK_SAMPLES, progress: bool = True
+                  ) -> tuple[int, list[dict[str, float]]]:
+    """Choose the number of blocks on the validation split, from image-level labels alone: each candidate
+    network trains ``samples`` samples (the same seeds, schedule and data as the run), and the one with the
+    lowest class-balanced log loss of its validation scores wins (ties: fewer blocks). Masks never take
+    part: a user's masks measure the run, they never steer it.
+
+    Args:
+        config: the run (a class folder's), whose ``channels`` are replaced by each candidate's.
+        candidates: numbers of blocks (see :func:`block_candidates`).
+        samples: training samples per candidate.
+        progress: print one line per candidate.
+
+    Returns:
+        ``(blocks, rows)``: the winner, and per candidate ``{"blocks", "field", "val_loss", "val_auroc",
+        "val_accuracy", "seconds"}``.
+    """
+    import time
+
+    from .experiment import train
+    from .inference import predict
+    from .metrics import classification
+    from .model import receptive_field
+    from .sources import ClassFolderSource
+
+    source = ClassFolderSource(config)
+    val = source.split("val")
+    y = (val.labels > 0).astype(np.float64)
+    weight = np.where(y > 0, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
+    epochs = int(np.clip(round(samples / max(1, len(source.splits["train"]))), 2, 20))
+    rows = []
+    for blocks in candidates:
+        channels = (16,) + (32,) * (blocks - 1)
+        cfg = config.updated(channels=channels, epochs=epochs, eval_every=epochs, keep_best=None, max_time=None)
+        t = time.perf_counter()
+        run = train(cfg, None, progress=False)
+        p = predict(run.model, val.images, batch_size=cfg.train.eval_batch_size)
+        s = (p.score if p.score.ndim == 1 else p.score.max(1).values).numpy().astype(np.float64)
+        s = np.clip(s, 1e-6, 1 - 1e-6)
+        loss = float(np.mean(-weight * (y * np.log(s) + (1 - y) * np.log(1 - s))))
+        figures = classification(s, y)
+        rows.append({"blocks": blocks, "field": receptive_field(run.config.model)[-1]["rf"], "val_loss": loss,
+                     "val_auroc": figures["auroc"], "val_accuracy": figures["accuracy"],
+                     "seconds": time.perf_counter() - t})
+        if progress:
+            r = rows[-1]
+            print(f"  trying {blocks} blocks ({r['field']:g} px) for {epochs} epochs: validation loss "
+                  f"{loss:.3f}, AUROC {r['val_auroc']:.3f}, accuracy {r['val_accuracy']:.3f} ({r['seconds']:.0f} s)",
+                  flush=True)
+    best = min(rows, key=lambda r: (round(r["val_loss"], 3), r["blocks"]))
+    return int(best["blocks"]), rows
 
 
 def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, types: bool = False,
-                   **overrides: Any) -> tuple[Any, list[str]]:
+                   blocks_by: str = "validation", progress: bool = True, **overrides: Any
+                   ) -> tuple[Any, list[str]]:
     """A run for a class folder with its defaults chosen from the data, and why, in one line each.
 
-    - the number of blocks: the fewest whose visual field covers a defect (the paper's rule,
-      :func:`~sacnn_lab.model.suggest_blocks`) of ``defect_size`` px, or without it of a quarter of the
-      images' shorter side (DAGM's 512² gives 5 blocks, as in the paper; 192² gives 3);
+    - the number of blocks: with ``defect_size``, the fewest whose visual field covers such a defect (the
+      paper's rule, :func:`~sacnn_lab.model.suggest_blocks`); without it, chosen on the validation split
+      among :func:`block_candidates` by :func:`choose_blocks` (``blocks_by="validation"``, which trains
+      each candidate briefly), or, quickly, the fewest that cover a quarter of the images' shorter side
+      (``blocks_by="quarter"``: DAGM's 512² gives 5 blocks, as in the paper; 192² gives 3);
     - class weights (Eq. 3's two terms) in the inverse ratio of the training split's classes when one
       outnumbers the other by more than 1.5 (without them a set of 1 defective in 6 sat at "all good" for
       12 of 20 epochs in our runs);
@@ -44,6 +124,8 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
         folder: the class folder.
         defect_size: a typical defect's extent in px, when known.
         types: a K-type head, one defective layer per defect folder (two or more needed).
+        blocks_by: without ``defect_size``: ``"validation"`` or ``"quarter"`` (see above).
+        progress: print each candidate's line while the blocks are chosen on the validation split.
         overrides: any field to set instead (by name, see :meth:`~sacnn_lab.config.RunConfig.updated`);
             a field given here is not chosen.
 
@@ -63,14 +145,8 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
     good = len(train) - bad
     reasons, chosen = [f"{len(probe.images)} images of {w}×{h} px; {len(train)} for training, {good} good and "
                        f"{bad} defective"], {}
-    if "channels" not in overrides:
-        size = defect_size if defect_size is not None else min(h, w) / 4
-        blocks = suggest_blocks(size)
-        chosen["channels"] = (16,) + (32,) * (blocks - 1)
-        field = receptive_field(replace(base.model, channels=chosen["channels"]))[-1]["rf"]
-        why = f"defects of {defect_size:g} px" if defect_size is not None else \
-            f"defects up to a quarter of the image ({size:g} px; --defect-size sets it)"
-        reasons.append(f"{blocks} blocks (a visual field of {field:g} px): the fewest that cover {why}")
+    if blocks_by not in ("validation", "quarter"):
+        raise ValueError(f"blocks_by must be 'validation' or 'quarter', not {blocks_by!r}")
     if "class_weights" not in overrides and good and bad and max(good, bad) > 1.5 * min(good, bad):
         chosen["class_weights"] = (1.0, round(good / bad, 2)) if good > bad else (round(bad / good, 2), 1.0)
         reasons.append(f"class weights {chosen['class_weights'][0]:g} : {chosen['class_weights'][1]:g} "
@@ -85,6 +161,25 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
                              f"{len(kinds)} ({', '.join(kinds) or 'none'})")
         chosen.update(defect_types=tuple(kinds), num_defect_types=len(kinds))
         reasons.append(f"{len(kinds)} defect types, one defective layer each: {', '.join(kinds)}")
+    if "channels" not in overrides:
+        candidates = block_candidates(base.model, (h, w))
+        if defect_size is not None or blocks_by == "quarter" or len(candidates) == 1:
+            size = defect_size if defect_size is not None else min(h, w) / 4
+            blocks = suggest_blocks(size)
+            why = f"defects of {defect_size:g} px" if defect_size is not None else \
+                f"defects up to a quarter of the image ({size:g} px; --defect-size sets it)"
+            why = f"the fewest that cover {why}"
+        else:
+            if progress:
+                print(f"choosing the number of blocks on the validation split (defect size not given; "
+                      f"--defect-size PX skips this): {', '.join(map(str, candidates))}", flush=True)
+            run = base.updated(**chosen, **overrides)
+            blocks, rows = choose_blocks(run, candidates, progress=progress)
+            why = ("the lowest validation loss of " + ", ".join(f"{r['blocks']} ({r['val_loss']:.3f})" for r in rows)
+                   + f" after {BLOCK_SAMPLES:,} samples each, image labels alone (--defect-size PX sets it)")
+        chosen["channels"] = (16,) + (32,) * (blocks - 1)
+        field = receptive_field(replace(base.model, channels=chosen["channels"]))[-1]["rf"]
+        reasons.insert(1, f"{blocks} blocks (a visual field of {field:g} px): {why}")
     d = base.data
     turns = d.quarter_turns and h == w
     reasons.append("augmentation: flips" + (", quarter turns" if turns else "")
@@ -93,4 +188,4 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
     return base.updated(**chosen, **overrides), reasons
 
 
-__all__ = ["suggest_config", "FOLDER_SAMPLES"]
+__all__ = ["suggest_config", "block_candidates", "choose_blocks", "FOLDER_SAMPLES", "BLOCK_SAMPLES"]

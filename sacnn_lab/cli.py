@@ -81,7 +81,14 @@ def _run_config(args: argparse.Namespace):
     if source == "folder":  # the defaults come from the data; a flag given is kept as given
         from .autoconfig import suggest_config
 
-        return suggest_config(folder, args.defect_size, types=args.defect_types, **train, **data)
+        saved = Path(args.out) / "config.json"
+        if getattr(args, "resume", False) and saved.is_file() and args.defect_size is None:
+            # the blocks a run chose on its validation split are part of its config: not chosen again
+            channels = json.loads(saved.read_text(encoding="utf-8")).get("model", {}).get("channels")
+            if channels:
+                train["channels"] = tuple(channels)
+        return suggest_config(folder, args.defect_size, types=args.defect_types, progress=not args.quiet,
+                              **train, **data)
     if args.defect_types:
         raise ValueError("--defect-types trains one defective layer per defect folder of a folder of your own")
     if args.defect_size is not None:

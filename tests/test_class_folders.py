@@ -228,7 +228,7 @@ def test_defaults_are_chosen_from_the_data_and_said(tmp_path, capsys):
     from sacnn_lab.autoconfig import suggest_config
 
     root = make_class_folder(tmp_path / "set", good=30, kinds={"defective": 6}, size=80)
-    cfg, why = suggest_config(root)
+    cfg, why = suggest_config(root, blocks_by="quarter")
     assert cfg.model.channels == (16, 32)  # a quarter of 80 px: 20 px, covered by 2 blocks (22 px)
     assert cfg.train.class_weights == (1.0, 5.5) and "22 good and 4 defective" in why[0]
     assert cfg.train.epochs == 60 and len(why) == 5  # 26 training images: the most passes
@@ -374,3 +374,29 @@ def test_augmentation_turns_and_brightens_the_same_way_with_or_without_workers()
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(b, workers.loader(2)))
     wide = FolderEpochs(rng.integers(0, 256, (4, 8, 12), dtype=np.uint8), np.zeros(4), 2, quarter_turns=True)
     assert not wide.quarter_turns  # a turn would change the shape
+
+
+def test_without_a_defect_size_the_blocks_are_chosen_on_the_validation_split_by_labels_alone(tmp_path, capsys,
+                                                                                            monkeypatch):
+    from sacnn_lab import autoconfig
+    from sacnn_lab.autoconfig import block_candidates, choose_blocks, suggest_config
+    from sacnn_lab.config import ModelConfig
+
+    model = RunConfig.preset("fast", data="folder", folder="x").model
+    assert block_candidates(model, (192, 192)) == [2, 3, 4] and block_candidates(model, (512, 512)) == [3, 4, 5]
+    assert block_candidates(model, (64, 64)) == [2] and block_candidates(ModelConfig(), (80, 120)) == [2, 3]
+    root = make_class_folder(tmp_path / "set", good=30, kinds={"defective": 12}, size=80, masks=True)
+    monkeypatch.setattr(autoconfig, "BLOCK_SAMPLES", 60)
+    cfg, why = suggest_config(root, epochs=1)
+    out = capsys.readouterr().out
+    assert "choosing the number of blocks on the validation split" in out and out.count("trying") == 2
+    assert "the lowest validation loss of 2 (" in why[1] and "image labels alone" in why[1]
+    blocks, rows = choose_blocks(cfg, [2, 3], samples=60, progress=False)
+    assert blocks == min(rows, key=lambda r: (round(r["val_loss"], 3), r["blocks"]))["blocks"]
+    assert cfg.model.channels == (16,) + (32,) * (blocks - 1) and cfg.train.epochs == 1
+    # masks never steer: the same choice when the folder's masks are gone
+    import shutil
+
+    shutil.rmtree(root / "masks")
+    assert choose_blocks(cfg, [2, 3], samples=60, progress=False)[1] == [
+        {**r, "seconds": pytest.approx(r["seconds"], abs=1e9)} for r in rows]
