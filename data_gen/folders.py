@@ -377,12 +377,15 @@ class ClassImage:
         label: 0 = defect-free (``good/``), 1 = defective (any other folder).
         kind: ``"good"`` or the name of its defect folder (its defect type).
         mask: its mask, relative to the root (``masks/...``), or ``None``: for evaluation only.
+        boxes: its true boxes ``(x0, y0, x1, y1)`` where the layout gives boxes instead of masks (a labelled
+            folder's ``labels.csv``): for evaluation only.
     """
 
     path: str
     label: int
     kind: str
     mask: str | None = None
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
 
 
 def is_class_folder(root: str | os.PathLike) -> bool:
@@ -506,3 +509,56 @@ def read_class_folder(root: str | os.PathLike) -> dict[str, list[ClassImage]]:
     if (root / MASKS).is_dir():
         _attach_masks(items, root / MASKS, root)
     return {"all": items}
+
+
+LAYOUTS = ("class", "dagm", "labelled")
+
+
+def read_folder_layout(root: str | os.PathLike) -> tuple[str, dict[str, list[ClassImage]]]:
+    """Read a folder of image-level labelled images in any of the layouts sacnn-lab knows, as class-folder
+    images (:class:`ClassImage`), so that one path trains and evaluates on all of them:
+
+    - ``"class"``: ``good/`` beside the defect folders (:func:`read_class_folder`);
+    - ``"dagm"``: a DAGM 2007 class folder (:func:`read_dagm`): its ``Train/`` and ``Test/`` are the
+      splits (``train``, ``test``), the defective images are of kind ``"defective"``, each with its true
+      mask where the set has one (``Mask/``, written by ``data_gen textile``), else DAGM's label ellipse;
+    - ``"labelled"``: ``labels.csv`` + ``images/`` (:func:`read_labels`): one split, with its boxes.
+
+    Returns:
+        ``(layout, splits)``: ``splits`` as :func:`read_class_folder` gives them (``{"all": [...]}`` or
+        ``{"train": [...], "test": [...]}``), paths relative to ``root``.
+
+    Raises:
+        FileNotFoundError: no such folder, or none of the layouts (what each needs is said); the errors of
+            the layout's own reader (a bad file named).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if is_class_folder(root):  # before DAGM: on a case-insensitive disk its train/ reads as Train/
+        return "class", read_class_folder(root)
+    if is_dagm(root):
+        splits = {}
+        for split in ("Train", "Test"):
+            try:
+                folder = _dagm_split_folder(root, split)
+            except FileNotFoundError:
+                continue
+            rel = folder.relative_to(root).as_posix()
+            splits[split.lower()] = [
+                ClassImage(f"{rel}/{it.filename}", it.label, "defective" if it.label else GOOD,
+                           mask=f"{rel}/{it.mask_file or it.label_file}" if it.label else None)
+                for it in read_dagm(root, split)]
+        return "dagm", splits if len(splits) == 2 else {"all": next(iter(splits.values()))}
+    if (root / "labels.csv").is_file():
+        items = read_labels(root)
+        if not items:
+            raise ValueError(f"{root}/labels.csv lists no images")
+        check_images(root, items)
+        rel = image_folder(root).relative_to(root).as_posix()
+        prefix = "" if rel == "." else f"{rel}/"
+        return "labelled", {"all": [ClassImage(f"{prefix}{it.filename}", int(it.label),
+                                               "defective" if it.label else GOOD, boxes=list(it.boxes))
+                                    for it in items]}
+    raise FileNotFoundError(f"{root} is none of the folders sacnn-lab reads: good/ beside folders of defective "
+                            f"images, a DAGM 2007 class folder (Train/ and Test/), or labels.csv with images/")

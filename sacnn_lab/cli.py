@@ -27,27 +27,37 @@ import numpy as np
 from data_gen.fonts import NoUsableFontsError
 
 
-def _data_source(spec: str) -> tuple[str, str | None]:
-    """``--data`` of train: ``characters``, ``textile``, a DAGM 2007 class folder or a class folder of one's
-    own (``good/`` beside the defect folders) → (source, folder)."""
+def _data_source(spec: str, preset: str | None = None) -> tuple[str, str | None]:
+    """``--data`` of train: ``characters``, ``textile``, a DAGM 2007 class folder (the paper's textile
+    recipe, or with ``--preset auto`` the defaults chosen from the data), a class folder of one's own
+    (``good/`` beside the defect folders) or a labelled folder (``labels.csv``) → (source, folder)."""
     from data_gen.folders import is_class_folder, is_dagm
 
     if spec in ("characters", "textile"):
+        if preset == "auto":
+            raise ValueError(f"--preset auto chooses the settings from a folder's images; --data {spec} has "
+                             f"presets of its own (fast, paper)")
         return spec, None
     if is_class_folder(spec):  # first: on a case-insensitive disk its train/ also reads as DAGM's Train/
         return "folder", spec
     if is_dagm(spec):
-        return "textile", spec
+        return ("folder" if preset == "auto" else "textile"), spec
+    if (Path(spec) / "labels.csv").is_file():
+        return "folder", spec
     raise ValueError(f"--data {spec!r}: expected 'characters', 'textile', a DAGM 2007 class folder (one holding "
-                     f"Train/ and Test/, e.g. .../Class1) or a folder of your own images: good/ (defect-free) "
-                     f"beside one or more folders of defective images")
+                     f"Train/ and Test/, e.g. .../Class1), a labelled folder (labels.csv and images/) or a folder "
+                     f"of your own images: good/ (defect-free) beside one or more folders of defective images")
 
 
 def _run_config(args: argparse.Namespace):
     """The run the flags describe, and (for a folder of one's own) what was chosen from the data and why."""
     from .config import BASELINE_PRESETS, PRESETS, RunConfig
 
-    source, folder = _data_source(args.data)
+    source, folder = _data_source(args.data, args.preset)
+    if source == "folder" and args.preset not in (None, "auto"):
+        raise ValueError(f"--preset {args.preset}: a folder of your own trains with the settings chosen from its "
+                         f"images (--preset auto, the default there); the named presets are the generated sets' "
+                         f"and DAGM's")
     if source != "characters" and args.early_epochs:
         raise ValueError(f"--early-epochs (the first epochs on smaller images) is for character runs: a {source} "
                          f"run trains on its full-size images throughout; leave --early-epochs out")
@@ -62,19 +72,20 @@ def _run_config(args: argparse.Namespace):
                                    ("cam", args.cam), ("target_layer", args.target_layer)) if v is not None}
         cfg.model = replace(cfg.model, **model)
     else:
-        if args.preset is not None and args.preset not in PRESETS:
+        if args.preset is not None and args.preset not in (*PRESETS, "auto"):
             raise ValueError(f"--preset {args.preset} is a baseline preset; SACNN's are {PRESETS}")
         given = [f"--{k.replace('_', '-')}" for k in ("arch", "width", "weights", "cam", "target_layer")
                  if getattr(args, k) is not None]
         if given:
             raise ValueError(f"{', '.join(given)} configure the baseline: add --model baseline")
-        cfg = RunConfig.preset(args.preset or "fast", data=source, **({"folder": folder} if folder else {}))
+        # a folder's run is chosen from its data below
+        cfg = None if source == "folder" else \
+            RunConfig.preset(args.preset or "fast", data=source, **({"folder": folder} if folder else {}))
     train = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("optimizer", args.optimizer), ("device", args.device),
                                ("max_time", args.max_time), ("num_workers", args.workers),
                                ("seed", args.seed), ("grad_clip", args.grad_clip),
                                ("keep_best", args.keep_best)) if v is not None}
-    cfg.train = replace(cfg.train, **train)
     data = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("val_size", args.val_size),
                               ("test_size", args.test_size), ("early_epochs", args.early_epochs))
             if v is not None}
@@ -91,6 +102,7 @@ def _run_config(args: argparse.Namespace):
                               **train, **data)
     if args.defect_types:
         raise ValueError("--defect-types trains one defective layer per defect folder of a folder of your own")
+    cfg.train = replace(cfg.train, **train)
     if args.defect_size is not None:
         raise ValueError("--defect-size chooses the blocks for a folder of your own; the generated sets and "
                          "DAGM come with their presets' blocks")
@@ -106,12 +118,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", default="characters",
                    help="training data: characters (default), textile (the generated DAGM-like set), a "
-                        "DAGM 2007 class folder (.../Class1), or your own folder: good/ beside one or more "
-                        "folders of defective images (optional masks/, used only to evaluate)")
+                        "DAGM 2007 class folder (.../Class1), a labelled folder (labels.csv), or your own folder: "
+                        "good/ beside one or more folders of defective images (optional masks/, used only to "
+                        "evaluate)")
     p.add_argument("--model", choices=["sacnn", "baseline"], default="sacnn",
                    help="SACNN (default) or the Grad-CAM / VGG19 baseline")
-    p.add_argument("--preset", choices=["fast", "paper", "cpu", "full"],
-                   help="SACNN: fast (default) or paper; baseline: cpu (default, VGG19-style reduced) or full")
+    p.add_argument("--preset", choices=["fast", "paper", "cpu", "full", "auto"],
+                   help="SACNN: fast (default) or paper; auto: the settings chosen from a folder's images (the "
+                        "default, and the only one, for your own or a labelled folder; a DAGM folder takes the "
+                        "textile recipe unless auto is given); baseline: cpu (default, VGG19-style reduced) or full")
     p.add_argument("--arch", choices=["vgg19", "vgg19_bn"], help="baseline: torchvision architecture")
     p.add_argument("--width", type=float, help="baseline: width multiplier in (0, 1]")
     p.add_argument("--weights", help="baseline: 'imagenet' (from the local torch cache) or a state-dict file")

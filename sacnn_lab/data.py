@@ -370,20 +370,22 @@ def load_dagm(class_dir: str | os.PathLike, split: str = "Test", size: tuple[int
 
 
 class ImageFiles:
-    """Image files read on demand, as an ``(N, H, W)`` uint8 array would be indexed: ``files[idx]`` reads
-    the images at positions ``idx`` (each brought to ``size``, see :func:`read_image`) and stacks them, so a
-    training set never needs to fit in memory.
+    """Image files read on demand, as an ``(N, H, W)`` uint8 array would be indexed: ``files[idx]`` (positions
+    or a slice) reads those images (each brought to ``size``, see :func:`read_image`) and stacks them, so a
+    training set, or an evaluation split too large for memory, never needs to be held at once.
 
     Args:
-        paths: the image files.
+        paths: the image files (``None`` entries: an all-zero image, e.g. a defect-free image's mask).
         size: the ``(H, W)`` every image is brought to.
+        masks: the files are masks: read as ``bool`` (any non-zero pixel), resized by nearest neighbour.
     """
 
-    dtype = np.dtype(np.uint8)
     ndim = 3
 
-    def __init__(self, paths: Sequence[str | os.PathLike], size: tuple[int, int]):
-        self.paths, self.size = [Path(p) for p in paths], (int(size[0]), int(size[1]))
+    def __init__(self, paths: Sequence[str | os.PathLike | None], size: tuple[int, int], masks: bool = False):
+        self.paths = [None if p is None else Path(p) for p in paths]
+        self.size, self.masks = (int(size[0]), int(size[1])), masks
+        self.dtype = np.dtype(bool if masks else np.uint8)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -392,11 +394,18 @@ class ImageFiles:
     def shape(self) -> tuple[int, int, int]:
         return (len(self.paths), *self.size)
 
-    def __getitem__(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
+    def __getitem__(self, idx: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self[[idx]][0]
+        if isinstance(idx, slice):
+            idx = np.arange(len(self.paths))[idx]
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-        out = np.empty((len(idx), *self.size), np.uint8)
+        out = np.zeros((len(idx), *self.size), self.dtype)
         for k, i in enumerate(idx):
-            out[k] = read_image(self.paths[int(i)], self.size)
+            path = self.paths[int(i)]
+            if path is not None:
+                a = read_image(path, self.size, mask=self.masks)
+                out[k] = a > 0 if self.masks else a
         return out
 
 

@@ -11,9 +11,10 @@ has them). :func:`source_for` picks the source a :class:`~sacnn_lab.config.RunCo
     pointing_masks(val)                   # masks the pointing game scores against, or None (boxes)
 
 Implementations: :class:`CharacterSource` (the generated character set), :class:`DagmSource` (a DAGM 2007
-class folder: the generated textile set or the real one), :class:`ClassFolderSource` (a user's own folder:
-``good/`` beside folders of defective images), :class:`LabelledFolderSource` (``images/`` +
-``labels.csv``, for evaluation).
+class folder: the generated textile set or the real one, with the paper's textile recipe),
+:class:`ClassFolderSource` (a user's own folder: ``good/`` beside folders of defective images, or a DAGM or
+labelled folder read the same way, with defaults chosen from the data), :class:`LabelledFolderSource`
+(``images/`` + ``labels.csv`` as evaluation data of a run trained elsewhere).
 """
 
 from __future__ import annotations
@@ -209,9 +210,9 @@ def _load_dagm_cached(folder: str, which: str, truth: str, size: int | None, sta
 
 
 class LabelledFolderSource(DataSource):
-    """A labelled folder (``images/`` + ``labels.csv``, see :mod:`data_gen.folders`) as evaluation data:
-    every split is the whole folder (its first ``n`` images). Training on a user's own folder is the work
-    of the class-folder source still to come; this one refuses it with a clear message."""
+    """A labelled folder (``images/`` + ``labels.csv``, see :mod:`data_gen.folders`) as evaluation data of a
+    run trained elsewhere: every split is the whole folder (its first ``n`` images), at the run's image size.
+    A run trains on such a folder through :class:`ClassFolderSource` (``source="folder"``)."""
 
     def __init__(self, root: str | os.PathLike, size: tuple[int, int] | None = None):
         self.root, self.size = Path(root), size
@@ -221,8 +222,8 @@ class LabelledFolderSource(DataSource):
         return load_folder(self.root, size=self.size)
 
     def training(self, progress: bool = False) -> EpochSource:
-        raise ValueError(f"{self.root} is a labelled folder: sacnn-lab evaluates on it, it does not train on "
-                         f"it (yet): train on characters, textile or a DAGM 2007 class folder")
+        raise ValueError(f"{self.root} is a labelled folder read as evaluation data: to train on it, use "
+                         f"source='folder' (sacnn-lab train --data {self.root})")
 
     def _split(self, which: str, n: int | None) -> FolderSet:
         return _first(self.images, n)
@@ -232,11 +233,16 @@ class LabelledFolderSource(DataSource):
 
 
 SPLITS_FILE = "splits.json"
+# a class folder's validation or test split is held in memory up to this many bytes of images and masks
+# (4,000 images of 512² with masks); a larger one is read from disk a batch at a time at every evaluation
+SPLIT_MEMORY = 2 << 30
 
 
 class ClassFolderSource(DataSource):
     """A user's class folder (``config.data.folder``: ``good/`` beside one or more folders of defective
-    images, optionally ``masks/``; see :func:`data_gen.folders.read_class_folder`).
+    images, optionally ``masks/``; see :func:`data_gen.folders.read_class_folder`), or a folder of another
+    layout read as one (a DAGM 2007 class folder, whose ``Train/`` and ``Test/`` are the splits; a labelled
+    folder, whose boxes are its truth; see :func:`data_gen.folders.read_folder_layout`).
 
     Its ``train/`` / ``val/`` / ``test/`` folders are the splits where it has them (a missing ``val/`` is
     carved out of ``train/``); otherwise each class folder is split, seeded by ``train_seed``, into
@@ -275,11 +281,17 @@ class ClassFolderSource(DataSource):
         return cls(run, {"size": list(whole.size), "train": [], "val": [], "test": sorted(whole.images)})
 
     @functools.cached_property
+    def layout(self) -> tuple[str, dict[str, list[Any]]]:
+        """``(kind, splits)`` of the folder (:func:`data_gen.folders.read_folder_layout`): a class folder, a
+        DAGM 2007 class folder or a labelled folder, each as class-folder images."""
+        from data_gen.folders import read_folder_layout
+
+        return read_folder_layout(self.root)
+
+    @functools.cached_property
     def images(self) -> dict[str, Any]:
         """Every :class:`~data_gen.folders.ClassImage` of the folder by its relative path."""
-        from data_gen.folders import read_class_folder
-
-        return {it.path: it for part in read_class_folder(self.root).values() for it in part}
+        return {it.path: it for part in self.layout[1].values() for it in part}
 
     @functools.cached_property
     def size(self) -> tuple[int, int]:
@@ -305,10 +317,8 @@ class ClassFolderSource(DataSource):
                 raise FileNotFoundError(f"{self.root} no longer holds {missing[0]} ({len(missing)} file(s) of the "
                                         f"run's saved split): the folder changed since the run")
             return {k: list(self._saved[k]) for k in ("train", "val", "test")}
-        from data_gen.folders import read_class_folder
-
         d = self.config.data
-        layout = read_class_folder(self.root)
+        layout = self.layout[1]
         if "all" in layout:
             train, val, test = self._carve(layout["all"], d.test_fraction, d.val_fraction)
         else:
@@ -380,24 +390,43 @@ class ClassFolderSource(DataSource):
         return cache[which]
 
     def _read_split(self, which: str) -> FolderSet:
-        from .data import read_image
+        """The split with its truth: in memory where its images and masks fit in ``SPLIT_MEMORY`` bytes,
+        else as :class:`~sacnn_lab.data.ImageFiles` read a batch at a time (its boxes read once, now)."""
+        from .data import ImageFiles, read_image
 
         paths = self.splits[which]
         n, (h, w) = len(paths), self.size
-        images = np.empty((n, h, w), np.uint8)
-        masks = np.zeros((n, h, w), bool)
-        boxes = np.full((n, 1, 4), -1, np.int32)
+        has_masks = any(self.images[p].mask is not None for p in paths)
+        in_memory = n * h * w * (2 if has_masks else 1) <= SPLIT_MEMORY
+        images = np.empty((n, h, w), np.uint8) if in_memory else ImageFiles([self.root / p for p in paths], self.size)
+        masks = np.zeros((n, h, w), bool) if in_memory and has_masks else None
+        boxes = np.full((n, max([1] + [len(self.images[p].boxes) for p in paths]), 4), -1, np.int32)
         for i, path in enumerate(paths):
-            images[i] = read_image(self.root / path, self.size)
+            if in_memory:
+                images[i] = read_image(self.root / path, self.size)
             mask = self.images[path].mask
+            if self.images[path].boxes:  # a labelled folder's boxes, brought to the size read
+                boxes[i, :len(self.images[path].boxes)] = self._scaled(path, self.images[path].boxes)
             if mask is not None:
-                masks[i] = read_image(self.root / mask, self.size, mask=True) > 0
-                ys, xs = np.nonzero(masks[i])
+                m = read_image(self.root / mask, self.size, mask=True) > 0
+                if masks is not None:
+                    masks[i] = m
+                ys, xs = np.nonzero(m)
                 if ys.size:
                     boxes[i, 0] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        if has_masks and masks is None:
+            masks = ImageFiles([None if self.images[p].mask is None else self.root / self.images[p].mask
+                                for p in paths], self.size, masks=True)
         labels = np.asarray([self.label_of(p) for p in paths], np.uint8)
-        has_masks = bool((boxes[:, 0, 0] >= 0).any())
-        return FolderSet(self.root, paths, images, labels, boxes, masks if has_masks else None)
+        return FolderSet(self.root, paths, images, labels, boxes, masks)
+
+    def _scaled(self, path: str, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+        """``boxes`` of the image ``path`` in the coordinates of its image brought to :attr:`size`."""
+        from .data import image_size_of
+
+        (h0, w0), (h, w) = image_size_of(self.root / path), self.size
+        b = np.asarray(boxes, np.float64) * [w / w0, h / h0, w / w0, h / h0]
+        return np.clip(np.rint(b), 0, [w, h, w, h]).astype(np.int32)
 
     def _split(self, which: str, n: int | None) -> FolderSet:
         return _first(self._loaded(which), n)

@@ -25,7 +25,8 @@ def _run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) ->
 
 def test_every_benchmark_is_found():
     assert {p.name for p in SCRIPTS} >= {"cuda_check.py", "compare_gradcam.py", "train_characters.py",
-                                         "train_textile.py", "generator_speed.py", "preset_ablation.py"}
+                                         "train_textile.py", "generator_speed.py", "preset_ablation.py",
+                                         "real_surfaces.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -58,3 +59,14 @@ def test_cuda_check_refuses_without_cuda_by_default():
                "--textile-time", "0", timeout=120, env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU, even on one
     assert res.returncode != 0
     assert "needs a CUDA device" in res.stderr
+
+
+def test_real_surfaces_cuts_a_class_folder_from_photographs_and_trains_on_it(tmp_path):
+    out = tmp_path / "real"
+    res = _run("benchmarks/real_surfaces.py", "--out", str(out), "--run", str(tmp_path / "run"), "--good", "24",
+               "--bad", "12", "--epochs", "1", "--quiet")
+    assert res.returncode == 0, res.stderr
+    made = json.loads((out / "made_by.json").read_text())
+    assert made["counts"] == {"train": {"good": 18, "defective": 9}, "test": {"good": 6, "defective": 3}}
+    assert "test images: accuracy" in res.stdout and "  gravel: accuracy" in res.stdout
+    assert len(list((out / "test" / "masks").rglob("*.png"))) == 3

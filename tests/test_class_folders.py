@@ -400,3 +400,71 @@ def test_without_a_defect_size_the_blocks_are_chosen_on_the_validation_split_by_
     shutil.rmtree(root / "masks")
     assert choose_blocks(cfg, [2, 3], samples=60, progress=False)[1] == [
         {**r, "seconds": pytest.approx(r["seconds"], abs=1e9)} for r in rows]
+
+
+def test_dagm_and_labelled_folders_train_through_the_class_folder_path(tmp_path, capsys):
+    from data_gen.__main__ import main as data_main
+    from data_gen.folders import read_folder_layout
+
+    dagm = tmp_path / "dagm"
+    assert data_main(["textile", "--out", str(dagm), "--n-train", "24", "--n-test", "12", "--size", "64",
+                      "--workers", "1", "--quiet"]) == 0
+    kind, splits = read_folder_layout(dagm / "Class1")
+    assert kind == "dagm" and sorted(splits) == ["test", "train"] and len(splits["train"]) == 24
+    bad = [it for it in splits["test"] if it.label]
+    assert bad and all(it.mask.startswith("Test/Mask/") and it.kind == "defective" for it in bad)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(dagm / "Class1"), "--preset", "auto", "--out", str(run), "--epochs", "1",
+                 "--quiet"]) == 0
+    config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert config.data.source == "folder" and "chosen from the data" in capsys.readouterr().out
+    saved = json.loads((run / "splits.json").read_text())
+    assert saved["test"] == [it.path for it in splits["test"]]  # DAGM's Test split is the test split
+    assert all(p.startswith("Train/") for p in saved["train"] + saved["val"])
+    assert main(["evaluate", "--checkpoint", str(run), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["images"] == 12 and res["pointing_game"] is not None and res["pixel_auroc"] is not None
+
+    labelled = tmp_path / "labelled"
+    assert data_main(["characters", "--n", "40", "--out", str(labelled), "--seed", "5", "--quiet"]) == 0
+    assert read_folder_layout(labelled)[0] == "labelled"
+    run2 = tmp_path / "run2"
+    assert main(["train", "--data", str(labelled), "--out", str(run2), "--epochs", "1", "--quiet"]) == 0
+    test = source_for(RunConfig.from_dict(json.loads((run2 / "config.json").read_text())), run2).split("test")
+    assert test.masks is None and (test.boxes[test.labels > 0, 0, 0] >= 0).all()  # its boxes are its truth
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run2), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pointing_game"] is not None
+    assert main(["train", "--data", str(labelled), "--preset", "paper", "--out", str(tmp_path / "r3")]) == 2
+    assert "--preset auto" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="none of the folders"):
+        read_folder_layout(tmp_path)
+
+
+def test_a_split_too_large_for_memory_is_read_a_batch_at_a_time_with_the_same_figures(tmp_path, monkeypatch):
+    import torch
+
+    from sacnn_lab import sources
+    from sacnn_lab.experiment import evaluate
+    from sacnn_lab.model import SACNN
+
+    root = make_class_folder(tmp_path / "set", good=20, kinds={"scratch": 5, "hole": 5}, masks=True)
+    config = _cfg(root)
+    held = ClassFolderSource(config).split("test")
+    monkeypatch.setattr(sources, "SPLIT_MEMORY", 1000)  # not even one image fits
+    streamed = ClassFolderSource(config).split("test")
+    assert isinstance(streamed.images, ImageFiles) and isinstance(streamed.masks, ImageFiles)
+    assert np.array_equal(streamed.images[:], held.images) and np.array_equal(streamed.masks[2:5], held.masks[2:5])
+    assert np.array_equal(streamed.boxes, held.boxes) and streamed.images[1].shape == (64, 64)
+    torch.manual_seed(0)
+    model = SACNN(config.model).eval()
+    a = evaluate(model, held, batch_size=2, localisation=True)
+    b = evaluate(model, streamed, batch_size=2, localisation=True)
+    assert a == pytest.approx(b, nan_ok=True)
+    reads = []
+    monkeypatch.setattr(sources.ClassFolderSource, "_loaded", lambda self, which: streamed)
+    original = ImageFiles.__getitem__
+    monkeypatch.setattr(ImageFiles, "__getitem__", lambda self, idx: reads.append(len(original(self, idx))) or
+                        original(self, idx))
+    evaluate(model, streamed, batch_size=3)
+    assert max(reads) <= 3  # never more than one batch of images read at once
