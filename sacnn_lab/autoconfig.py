@@ -106,7 +106,7 @@ def choose_blocks(config: Any, candidates: list[int], samples: int = BLOCK_SAMPL
 
 
 def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, types: bool = False,
-                   blocks_by: str = "validation", progress: bool = True, **overrides: Any
+                   color: bool = False, blocks_by: str = "validation", progress: bool = True, **overrides: Any
                    ) -> tuple[Any, list[str]]:
     """A run for a class folder with its defaults chosen from the data, and why, in one line each.
 
@@ -128,6 +128,7 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
         folder: the class folder.
         defect_size: a typical defect's extent in px, when known.
         types: a K-type head, one defective layer per defect folder (two or more needed).
+        color: read the images as RGB, into a network of 3 input channels (default: gray).
         blocks_by: without ``defect_size``: ``"validation"`` or ``"quarter"`` (see above).
         progress: print each candidate's line while the blocks are chosen on the validation split.
         overrides: any field to set instead (by name, see :meth:`~sacnn_lab.config.RunConfig.updated`);
@@ -149,6 +150,9 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
     good = len(train) - bad
     reasons, chosen = [f"{len(probe.images)} images of {w}×{h} px; {len(train)} for training, {good} good and "
                        f"{bad} defective"], {}
+    if color:
+        chosen.update(color=True, in_channels=3)
+        reasons.append("colour: RGB images into 3 input channels")
     if "first_stride" not in overrides and min(h, w) >= LARGE_SIDE:
         chosen["first_stride"] = 2
         reasons.append(f"the first convolution strides by 2 (images of {min(h, w)} px and more a side: about 4× "

@@ -98,10 +98,11 @@ def _run_config(args: argparse.Namespace):
             channels = json.loads(saved.read_text(encoding="utf-8")).get("model", {}).get("channels")
             if channels:
                 train["channels"] = tuple(channels)
-        return suggest_config(folder, args.defect_size, types=args.defect_types, progress=not args.quiet,
-                              **train, **data)
-    if args.defect_types:
-        raise ValueError("--defect-types trains one defective layer per defect folder of a folder of your own")
+        return suggest_config(folder, args.defect_size, types=args.defect_types, color=args.color,
+                              progress=not args.quiet, **train, **data)
+    if args.defect_types or args.color:
+        raise ValueError(f"{'--defect-types' if args.defect_types else '--color'} is for a folder of your own "
+                         f"(--defect-types: one defective layer per defect folder; --color: RGB images)")
     cfg.train = replace(cfg.train, **train)
     if args.defect_size is not None:
         raise ValueError("--defect-size chooses the blocks for a folder of your own; the generated sets and "
@@ -138,6 +139,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--defect-types", action="store_true",
                    help="a folder of your own with several defect folders: one defective layer per folder (a "
                         "K-type head), and evaluation per type; default: every defect folder is one class")
+    p.add_argument("--color", action="store_true",
+                   help="a folder of your own: read the images as RGB into a network of 3 input channels "
+                        "(default: gray, the paper's case)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--samples-per-epoch", type=int)
     p.add_argument("--early-epochs", type=int,
@@ -365,13 +369,14 @@ def _predict(args: argparse.Namespace) -> int:
     if isinstance(model, SACNN) and config.model.backbone is None:
         field = receptive_field(config.model)[-1]["rf"]
     paths = _image_paths(args.images)
+    color = getattr(config.model, "in_channels", 1) == 3 and config.data.color
     out = Path(args.out)
     results, failed = [], 0
     for path, rel in zip(paths, _output_names(paths)):
         try:
-            img = read_image(path)  # a photograph of any common format, as gray
+            img = read_image(path, color=color)  # a photograph of any common format, as gray (or RGB)
             if isinstance(model, SACNN):
-                model.feature_size(*img.shape)  # too small for the poolings: a clear error, not torch's
+                model.feature_size(*img.shape[:2])  # too small for the poolings: a clear error, not torch's
             p = predict(model, img[None])
             score = float(p.score.max()) if p.score.ndim == 2 else float(p.score[0])
             if not math.isfinite(score) or not np.isfinite(p.map.numpy()).all():
@@ -383,7 +388,7 @@ def _predict(args: argparse.Namespace) -> int:
             results.append({"image": str(path), "error": str(exc)})
             continue
         m = p.map[0].numpy() if p.map.ndim == 3 else p.map[0].max(0).values.numpy()
-        if field is not None and min(img.shape) < field:
+        if field is not None and min(img.shape[:2]) < field:
             print(f"warning: {path} is {img.shape[1]}×{img.shape[0]} px, smaller than the network's "
                   f"{field:g} px visual field: its score and map mean little", file=sys.stderr)
         boxes = localise(m, method=args.method, config=config.model) if score >= 0.5 else []

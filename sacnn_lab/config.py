@@ -344,6 +344,8 @@ class DataConfig:
             run draws: each image turned by a random quarter turn (square images only; a surface has no
             up), and its gray values scaled by a random gain in ``[1 - brightness, 1 + brightness]`` and
             shifted by up to ``brightness / 2`` (lighting that varies from photograph to photograph).
+        color: ``source="folder"``: read the images as RGB and train a network of 3 input channels
+            (``ModelConfig.in_channels=3``, set together); ``False``: gray (the paper's case).
     """
 
     source: str = "characters"
@@ -367,6 +369,7 @@ class DataConfig:
     defect_types: tuple[str, ...] | None = None
     quarter_turns: bool = False
     brightness: float = 0.0
+    color: bool = False
 
     def __post_init__(self) -> None:
         from data_gen.characters import CharacterConfig
@@ -412,6 +415,10 @@ class DataConfig:
             raise TypeError(f"quarter_turns must be a bool, not {self.quarter_turns!r}")
         if not (_finite(self.brightness) and 0 <= self.brightness < 1):
             raise ValueError(f"brightness must lie in [0, 1), not {self.brightness!r}")
+        if not isinstance(self.color, bool):
+            raise TypeError(f"color must be a bool, not {self.color!r}")
+        if self.color and self.source != "folder":
+            raise ValueError("color (RGB images, 3 input channels) needs source='folder': the generated sets are gray")
         if (self.quarter_turns or self.brightness) and self.source != "folder":
             raise ValueError("quarter_turns and brightness augment a class-folder run (source='folder')")
         if self.truth not in TRUTHS:
@@ -625,6 +632,10 @@ class RunConfig:
             raise ValueError(f"early_epochs ({self.data.early_epochs}) must be fewer than epochs "
                              f"({self.train.epochs}): the last epochs train on full-size images "
                              f"(early_epochs=0, or --early-epochs 0, switches the small images off)")
+        channels = getattr(self.model, "in_channels", 1)
+        if self.data.color != (channels == 3) and not self.is_baseline:
+            raise ValueError(f"color={self.data.color} data needs a network of {3 if self.data.color else 1} input "
+                             f"channel(s), not in_channels={channels}: give both together (--color sets both)")
         types = self.data.defect_types
         k = getattr(self.model, "num_defect_types", 1)
         if (len(types) if types else 1) != k:

@@ -19,9 +19,12 @@ from data_gen.characters import CharacterBatch, CharacterConfig, CharacterGenera
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
-    """``(B, H, W)`` uint8 → ``(B, 1, H, W)`` float32 in [0, 1]."""
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise TypeError(f"expected a (B, H, W) uint8 array, got {images.dtype} with shape {images.shape}")
+    """``(B, H, W)`` uint8 → ``(B, 1, H, W)`` float32 in [0, 1]; colour ``(B, H, W, 3)`` → ``(B, 3, H, W)``."""
+    if images.dtype != np.uint8 or not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
+        raise TypeError(f"expected a (B, H, W) or (B, H, W, 3) uint8 array, got {images.dtype} with shape "
+                        f"{images.shape}")
+    if images.ndim == 4:
+        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     return torch.from_numpy(images).unsqueeze(1).float().div_(255.0)
 
 
@@ -240,9 +243,10 @@ def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, resize: bool = True,
-               mask: bool = False) -> np.ndarray:
+               mask: bool = False, color: bool = False) -> np.ndarray:
     """Read a photograph of any common format as ``(H, W)`` uint8 gray: PNG, JPEG, BMP, TIFF; 8- or 16-bit
-    (16-bit scaled to 8); gray, RGB, RGBA or palette (turned into gray by luminance).
+    (16-bit scaled to 8); gray, RGB, RGBA or palette (turned into gray by luminance), or with ``color`` as
+    ``(H, W, 3)`` RGB (a gray image's three channels equal, an alpha channel dropped).
 
     Args:
         path: the image file.
@@ -250,6 +254,7 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, res
         resize: bring an image of another size to ``size`` (bilinear; a mask: nearest); ``False``: such an
             image is an error.
         mask: read a mask (any non-zero pixel is defect), returned as 0/255.
+        color: keep three channels (not for masks).
 
     Raises:
         FileNotFoundError: no such file.
@@ -270,6 +275,8 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, res
                 im = Image.fromarray(np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8))
             elif im.mode == "F":
                 raise ValueError(f"{path} holds floating-point pixels (mode F): save it as an 8- or 16-bit image")
+            if color and not mask:
+                im = im.convert("RGB")
             elif im.mode != "L":
                 im = im.convert("L")
             if size is not None and (im.size[1], im.size[0]) != tuple(size):
@@ -378,21 +385,22 @@ class ImageFiles:
         paths: the image files (``None`` entries: an all-zero image, e.g. a defect-free image's mask).
         size: the ``(H, W)`` every image is brought to.
         masks: the files are masks: read as ``bool`` (any non-zero pixel), resized by nearest neighbour.
+        color: read ``(H, W, 3)`` RGB images (``shape`` ``(N, H, W, 3)``).
     """
 
-    ndim = 3
-
-    def __init__(self, paths: Sequence[str | os.PathLike | None], size: tuple[int, int], masks: bool = False):
+    def __init__(self, paths: Sequence[str | os.PathLike | None], size: tuple[int, int], masks: bool = False,
+                 color: bool = False):
         self.paths = [None if p is None else Path(p) for p in paths]
-        self.size, self.masks = (int(size[0]), int(size[1])), masks
+        self.size, self.masks, self.color = (int(size[0]), int(size[1])), masks, color and not masks
         self.dtype = np.dtype(bool if masks else np.uint8)
+        self.ndim = 4 if self.color else 3
 
     def __len__(self) -> int:
         return len(self.paths)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return (len(self.paths), *self.size)
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.paths), *self.size, *((3,) if self.color else ()))
 
     def __getitem__(self, idx: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
         if isinstance(idx, (int, np.integer)):
@@ -400,11 +408,11 @@ class ImageFiles:
         if isinstance(idx, slice):
             idx = np.arange(len(self.paths))[idx]
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-        out = np.zeros((len(idx), *self.size), self.dtype)
+        out = np.zeros((len(idx), *self.shape[1:]), self.dtype)
         for k, i in enumerate(idx):
             path = self.paths[int(i)]
             if path is not None:
-                a = read_image(path, self.size, mask=self.masks)
+                a = read_image(path, self.size, mask=self.masks, color=self.color)
                 out[k] = a > 0 if self.masks else a
         return out
 
@@ -433,9 +441,11 @@ class FolderEpochs:
     def __init__(self, images: np.ndarray | ImageFiles, labels: np.ndarray, batch_size: int, seed: int = 0,
                  augment: bool = True, quarter_turns: bool = False, brightness: float = 0.0,
                  num_workers: int = 0):
-        if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels) or not len(images):
-            raise ValueError(f"expected (N, H, W) uint8 images with N labels, N >= 1; got {images.dtype} "
-                             f"{images.shape} and {len(labels)} labels")
+        colour = images.ndim == 4 and images.shape[3] == 3
+        if (images.ndim != 3 and not colour) or images.dtype != np.uint8 or len(images) != len(labels) \
+                or not len(images):
+            raise ValueError(f"expected (N, H, W) (or colour (N, H, W, 3)) uint8 images with N labels, N >= 1; got "
+                             f"{images.dtype} {images.shape} and {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if not 0 <= brightness < 1:

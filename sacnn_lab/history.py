@@ -125,7 +125,7 @@ class History:
         """``(N, H, W)`` float32 maps of ``epoch`` resized to the probe images by bilinear interpolation
         (as SACNN's inference does)."""
         m = torch.from_numpy(self.maps(epoch))[:, None]
-        H, W = self.probe_images.shape[1:]
+        H, W = self.probe_images.shape[1:3]  # gray (N, H, W) or colour (N, H, W, 3)
         return F.interpolate(m, size=(H, W), mode="bilinear", align_corners=False)[:, 0].numpy()
 
     def probe_indices(self, kind: str = "all") -> list[int]:

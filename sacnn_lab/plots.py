@@ -70,8 +70,7 @@ def gallery(images: np.ndarray, labels: Sequence[int] | None = None,
         The figure.
     """
     images = np.asarray(images)
-    if images.ndim != 3:
-        raise ValueError(f"images must be (N, H, W), got shape {images.shape}")
+    _stack_hw(images)
     fig, axes = _grid(len(images), cols)
     for i, img in enumerate(images):
         ax = axes[i]
@@ -87,11 +86,18 @@ def gallery(images: np.ndarray, labels: Sequence[int] | None = None,
     return fig
 
 
+def _stack_hw(images: np.ndarray, what: str = "images") -> tuple[int, int]:
+    """``(H, W)`` of a stack of gray ``(N, H, W)`` or colour ``(N, H, W, 3)`` images (a colour run's)."""
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
+        raise ValueError(f"{what} must be (N, H, W), or (N, H, W, 3) in colour, got shape {images.shape}")
+    return images.shape[1], images.shape[2]
+
+
 def overlay(image: np.ndarray, prob_map: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
-    """Blend a defect map over a gray image (like grad-cam's ``show_cam_on_image``).
+    """Blend a defect map over a gray or colour image (like grad-cam's ``show_cam_on_image``).
 
     Args:
-        image: ``(H, W)`` uint8 gray image.
+        image: ``(H, W)`` uint8 gray image, or ``(H, W, 3)`` RGB.
         prob_map: ``(H, W)`` map in [0, 1].
         alpha: weight of the map's colours.
         cmap: matplotlib colour map.
@@ -102,10 +108,11 @@ def overlay(image: np.ndarray, prob_map: np.ndarray, alpha: float = 0.45, cmap: 
     from matplotlib import colormaps
 
     image, prob_map = np.asarray(image), np.asarray(prob_map, np.float32)
-    if image.shape != prob_map.shape:
-        raise ValueError(f"image {image.shape} and map {prob_map.shape} must have the same shape")
+    if image.shape[:2] != prob_map.shape or image.ndim not in (2, 3):
+        raise ValueError(f"image {image.shape} and map {prob_map.shape} must have the same (H, W)")
     colours = colormaps[cmap](np.clip(prob_map, 0, 1))[..., :3]
-    gray = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
+    gray = image.astype(np.float32) / 255.0 if image.ndim == 3 else \
+        np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
     return np.clip(255 * ((1 - alpha) * gray + alpha * colours), 0, 255).astype(np.uint8)
 
 
@@ -133,9 +140,9 @@ def prediction(image: np.ndarray, prob_map: np.ndarray, boxes: Sequence[Sequence
     from matplotlib.colors import Normalize
 
     image, prob_map = np.asarray(image), np.clip(np.asarray(prob_map, np.float32), 0, 1)
-    if image.ndim != 2 or image.shape != prob_map.shape:
+    if image.ndim not in (2, 3) or image.shape[:2] != prob_map.shape:
         raise ValueError(f"image {image.shape} and map {prob_map.shape} must be the same (H, W)")
-    h, w = image.shape
+    h, w = image.shape[:2]
     dpi = 100
     scale = max(1.0, min_side / max(h, w))
     fig = Figure(figsize=(w * scale / dpi + 1.4, h * scale / dpi + 0.7), dpi=dpi, layout="constrained")
@@ -175,8 +182,8 @@ def defect_maps(images: np.ndarray, maps: np.ndarray, boxes: Sequence[Sequence[S
         path: also save the figure there.
     """
     images, maps = np.asarray(images), np.asarray(maps)
-    if images.shape != maps.shape:
-        raise ValueError(f"images {images.shape} and maps {maps.shape} must have the same shape")
+    if _stack_hw(images) != maps.shape[1:] or len(images) != len(maps):
+        raise ValueError(f"images {images.shape} and maps {maps.shape} must have the same (N, H, W)")
     fig, axes = _grid(len(images), cols)
     for i in range(len(images)):
         ax = axes[i]
@@ -418,13 +425,12 @@ def compare_maps(images: np.ndarray, maps: dict[str, np.ndarray], boxes: Sequenc
         A figure with ``1 + len(maps)`` rows (the images, then one row per method) and ``N`` columns.
     """
     images = np.asarray(images)
-    if images.ndim != 3:
-        raise ValueError(f"images must be (N, H, W), got shape {images.shape}")
+    stack = (len(images), *_stack_hw(images))
     if not maps:
         raise ValueError("maps must name at least one method")
     for name, m in maps.items():
-        if np.shape(m) != images.shape:
-            raise ValueError(f"maps[{name!r}] has shape {np.shape(m)}, expected {images.shape}")
+        if np.shape(m) != stack:
+            raise ValueError(f"maps[{name!r}] has shape {np.shape(m)}, expected {stack}")
     n = len(images)
     fig = Figure(figsize=(1.7 * max(n, 2), 1.8 * (len(maps) + 1)), layout="constrained")
     axes = fig.subplots(len(maps) + 1, max(n, 1), squeeze=False)
@@ -478,10 +484,11 @@ def detections(images: np.ndarray, maps: np.ndarray | None = None, masks: np.nda
     from .inference import localise
 
     images = np.asarray(images)
-    if images.ndim != 3 or (maps is not None and images.shape != np.shape(maps)):
+    stack = (len(images), *_stack_hw(images)) if images.ndim in (3, 4) else None
+    if stack is None or (maps is not None and stack != np.shape(maps)):
         raise ValueError(f"images and maps must both be (N, H, W), got {images.shape} and {np.shape(maps)}")
-    if masks is not None and np.shape(masks) != images.shape:
-        raise ValueError(f"masks must have the images' shape {images.shape}, not {np.shape(masks)}")
+    if masks is not None and np.shape(masks) != stack:
+        raise ValueError(f"masks must have the images' (N, H, W) {stack}, not {np.shape(masks)}")
     fig, axes = _grid(len(images), cols, cell)
     for i in range(len(images)):
         ax = axes[i]

@@ -378,7 +378,7 @@ class ClassFolderSource(DataSource):
 
         paths, d = self.splits["train"], self.config.data
         labels = np.asarray([self.label_of(p) for p in paths], np.int64)
-        return FolderEpochs(ImageFiles([self.root / p for p in paths], self.size), labels,
+        return FolderEpochs(ImageFiles([self.root / p for p in paths], self.size, color=d.color), labels,
                             self.config.train.batch_size, seed=d.train_seed, quarter_turns=d.quarter_turns,
                             brightness=d.brightness, num_workers=self.config.train.num_workers)
 
@@ -394,16 +394,17 @@ class ClassFolderSource(DataSource):
         else as :class:`~sacnn_lab.data.ImageFiles` read a batch at a time (its boxes read once, now)."""
         from .data import ImageFiles, read_image
 
-        paths = self.splits[which]
+        paths, color = self.splits[which], self.config.data.color
         n, (h, w) = len(paths), self.size
         has_masks = any(self.images[p].mask is not None for p in paths)
-        in_memory = n * h * w * (2 if has_masks else 1) <= SPLIT_MEMORY
-        images = np.empty((n, h, w), np.uint8) if in_memory else ImageFiles([self.root / p for p in paths], self.size)
+        in_memory = n * h * w * ((3 if color else 1) + has_masks) <= SPLIT_MEMORY
+        images = np.empty((n, h, w, *((3,) if color else ())), np.uint8) if in_memory else \
+            ImageFiles([self.root / p for p in paths], self.size, color=color)
         masks = np.zeros((n, h, w), bool) if in_memory and has_masks else None
         boxes = np.full((n, max([1] + [len(self.images[p].boxes) for p in paths]), 4), -1, np.int32)
         for i, path in enumerate(paths):
             if in_memory:
-                images[i] = read_image(self.root / path, self.size)
+                images[i] = read_image(self.root / path, self.size, color=color)
             mask = self.images[path].mask
             if self.images[path].boxes:  # a labelled folder's boxes, brought to the size read
                 boxes[i, :len(self.images[path].boxes)] = self._scaled(path, self.images[path].boxes)

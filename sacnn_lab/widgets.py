@@ -100,7 +100,7 @@ class ConvergenceExplorer:
         self.figure = Figure(figsize=(1.9 * cols, 2.05 * rows), layout="constrained")
         axes = np.atleast_1d(self.figure.subplots(rows, cols, squeeze=False).ravel())
         self._cells = []
-        H, W = h.probe_images.shape[1:]
+        H, W = h.probe_images.shape[1:3]  # gray or colour probe images
         for ax in axes:
             ax.set_axis_off()
         for ax, i in zip(axes, self.indices):

@@ -468,3 +468,35 @@ def test_a_split_too_large_for_memory_is_read_a_batch_at_a_time_with_the_same_fi
                         original(self, idx))
     evaluate(model, streamed, batch_size=3)
     assert max(reads) <= 3  # never more than one batch of images read at once
+
+
+def test_colour_images_train_a_three_channel_network_end_to_end(tmp_path, capsys):
+    from sacnn_lab.experiment import load_model
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "rgb"
+    for kind, n in (("good", 16), ("stain", 8)):
+        (root / kind).mkdir(parents=True)
+        for k in range(n):
+            img = np.repeat(rng.integers(90, 140, (64, 64, 1), dtype=np.uint8), 3, axis=2)
+            if kind == "stain":  # a stain of the surface's own brightness, told apart by its colour alone
+                y, x = rng.integers(0, 52, 2)
+                img[y:y + 12, x:x + 12] = (160, 100, 90)
+            Image.fromarray(img).save(root / kind / f"{k:03d}.png")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--color", "--out", str(run), "--epochs", "2", "--quiet"]) == 0
+    assert "colour: RGB images into 3 input channels" in capsys.readouterr().out
+    model, config = load_model(run)
+    assert config.model.in_channels == 3 and config.data.color
+    test = source_for(config, run).split("test")
+    assert test.images.shape[1:] == (64, 64, 3) and test.images[..., 0].std() > 0
+    assert main(["evaluate", "--checkpoint", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == len(test.labels)
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(run), "--out", str(out), str(root / "stain")]) == 0
+    assert len(list(out.glob("*_overlay.png"))) == 8
+    with pytest.raises(ValueError, match="3 input"):
+        RunConfig.preset("fast", data="folder", folder=str(root), color=True)
+    assert main(["train", "--data", "characters", "--color", "--out", str(tmp_path / "c")]) == 2
+    assert "--color is for a folder of your own" in capsys.readouterr().err
+    assert read_image(root / "stain" / "000.png", color=True).shape == (64, 64, 3)
