@@ -144,7 +144,8 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
 
     base = RunConfig.preset("fast", data="folder", folder=os.fspath(folder))
     probe = ClassFolderSource(base.updated(**{k: v for k, v in overrides.items() if k in
-                                              ("resize", "val_fraction", "test_fraction", "train_seed")}))
+                                              ("resize", "one_size", "val_fraction", "test_fraction",
+                                               "train_seed")}))
     (h, w), train = probe.size, probe.splits["train"]
     bad = sum(probe.images[p].label for p in train)
     good = len(train) - bad

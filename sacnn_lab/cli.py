@@ -98,11 +98,15 @@ def _run_config(args: argparse.Namespace):
             channels = json.loads(saved.read_text(encoding="utf-8")).get("model", {}).get("channels")
             if channels:
                 train["channels"] = tuple(channels)
+        if args.no_resize:
+            data["one_size"] = True
         return suggest_config(folder, args.defect_size, types=args.defect_types, color=args.color,
                               progress=not args.quiet, **train, **data)
-    if args.defect_types or args.color:
-        raise ValueError(f"{'--defect-types' if args.defect_types else '--color'} is for a folder of your own "
-                         f"(--defect-types: one defective layer per defect folder; --color: RGB images)")
+    own = [f for f, given in (("--defect-types", args.defect_types), ("--color", args.color),
+                              ("--no-resize", args.no_resize)) if given]
+    if own:
+        raise ValueError(f"{own[0]} is for a folder of your own (--defect-types: one defective layer per defect "
+                         f"folder; --color: RGB images; --no-resize: every image of one size)")
     cfg.train = replace(cfg.train, **train)
     if args.defect_size is not None:
         raise ValueError("--defect-size chooses the blocks for a folder of your own; the generated sets and "
@@ -142,6 +146,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--color", action="store_true",
                    help="a folder of your own: read the images as RGB into a network of 3 input channels "
                         "(default: gray, the paper's case)")
+    p.add_argument("--no-resize", action="store_true",
+                   help="a folder of your own: every image must have one size (an image of another size is an "
+                        "error) instead of being resized to the most common size")
     p.add_argument("--epochs", type=int)
     p.add_argument("--samples-per-epoch", type=int)
     p.add_argument("--early-epochs", type=int,

@@ -344,6 +344,8 @@ class DataConfig:
             run draws: each image turned by a random quarter turn (square images only; a surface has no
             up), and its gray values scaled by a random gain in ``[1 - brightness, 1 + brightness]`` and
             shifted by up to ``brightness / 2`` (lighting that varies from photograph to photograph).
+        one_size: ``source="folder"``: every image must have the set's one size (``resize`` unset): an image of
+            another size is an error naming it, instead of being resized to the most common size.
         color: ``source="folder"``: read the images as RGB and train a network of 3 input channels
             (``ModelConfig.in_channels=3``, set together); ``False``: gray (the paper's case).
     """
@@ -369,6 +371,7 @@ class DataConfig:
     defect_types: tuple[str, ...] | None = None
     quarter_turns: bool = False
     brightness: float = 0.0
+    one_size: bool = False
     color: bool = False
 
     def __post_init__(self) -> None:
@@ -415,6 +418,9 @@ class DataConfig:
             raise TypeError(f"quarter_turns must be a bool, not {self.quarter_turns!r}")
         if not (_finite(self.brightness) and 0 <= self.brightness < 1):
             raise ValueError(f"brightness must lie in [0, 1), not {self.brightness!r}")
+        if not isinstance(self.one_size, bool) or (self.one_size and self.resize is not None):
+            raise ValueError(f"one_size (every image of one size) must be a bool, and goes without resize; got "
+                             f"one_size={self.one_size!r}, resize={self.resize!r}")
         if not isinstance(self.color, bool):
             raise TypeError(f"color must be a bool, not {self.color!r}")
         if self.color and self.source != "folder":

@@ -301,12 +301,21 @@ class ClassFolderSource(DataSource):
 
         from .data import image_size_of
 
-        if self.config.data.resize is not None:
-            return tuple(self.config.data.resize)
+        d = self.config.data
+        if d.resize is not None:
+            return tuple(d.resize)
         if self._saved is not None:
             return tuple(self._saved["size"])
-        sizes = Counter(image_size_of(self.root / p) for p in self.images)
-        return sizes.most_common(1)[0][0]
+        of = {p: image_size_of(self.root / p) for p in self.images}
+        size = Counter(of.values()).most_common(1)[0][0]
+        if d.one_size:
+            odd = [p for p, s in of.items() if s != size]
+            if odd:
+                h, w = of[odd[0]]
+                raise ValueError(f"{self.root / odd[0]} is {w}×{h} px, but most of the folder's images are "
+                                 f"{size[1]}×{size[0]} ({len(odd)} image(s) of other sizes): with one_size "
+                                 f"(--no-resize) every image must have one size; leave it out to resize them")
+        return size
 
     @functools.cached_property
     def splits(self) -> dict[str, list[str]]:
@@ -392,7 +401,7 @@ class ClassFolderSource(DataSource):
     def _read_split(self, which: str) -> FolderSet:
         """The split with its truth: in memory where its images and masks fit in ``SPLIT_MEMORY`` bytes,
         else as :class:`~sacnn_lab.data.ImageFiles` read a batch at a time (its boxes read once, now)."""
-        from .data import ImageFiles, read_image
+        from .data import ImageFiles, image_size_of, read_image
 
         paths, color = self.splits[which], self.config.data.color
         n, (h, w) = len(paths), self.size
@@ -404,8 +413,13 @@ class ClassFolderSource(DataSource):
         boxes = np.full((n, max([1] + [len(self.images[p].boxes) for p in paths]), 4), -1, np.int32)
         for i, path in enumerate(paths):
             if in_memory:
-                images[i] = read_image(self.root / path, self.size, color=color)
+                images[i] = read_image(self.root / path, self.size, resize=not self.config.data.one_size,
+                                       color=color)
             mask = self.images[path].mask
+            if mask is not None and image_size_of(self.root / mask) != image_size_of(self.root / path):
+                (mh, mw), (ih, iw) = image_size_of(self.root / mask), image_size_of(self.root / path)
+                raise ValueError(f"{self.root / mask} is {mw}×{mh} px, but its image {path} is {iw}×{ih}: a mask "
+                                 f"has its image's size")
             if self.images[path].boxes:  # a labelled folder's boxes, brought to the size read
                 boxes[i, :len(self.images[path].boxes)] = self._scaled(path, self.images[path].boxes)
             if mask is not None:

@@ -500,3 +500,19 @@ def test_colour_images_train_a_three_channel_network_end_to_end(tmp_path, capsys
     assert main(["train", "--data", "characters", "--color", "--out", str(tmp_path / "c")]) == 2
     assert "--color is for a folder of your own" in capsys.readouterr().err
     assert read_image(root / "stain" / "000.png", color=True).shape == (64, 64, 3)
+
+
+def test_an_image_of_another_size_without_resizing_and_a_mask_of_the_wrong_size_are_errors(tmp_path, capsys):
+    root = make_class_folder(tmp_path / "set", good=12, kinds={"defective": 6}, masks=True)
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(root / "good" / "odd.png")
+    assert ClassFolderSource(_cfg(root)).size == (64, 64)  # resized to the most common size by default
+    with pytest.raises(ValueError, match=r"odd.png is 64×48 px, but most of the folder's images are 64×64"):
+        ClassFolderSource(_cfg(root, one_size=True)).size
+    assert main(["train", "--data", str(root), "--no-resize", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "odd.png is 64×48 px" in capsys.readouterr().err
+    (root / "good" / "odd.png").unlink()
+    mask = next((root / "masks").rglob("*.png"))
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(mask)
+    source = ClassFolderSource.evaluation(_cfg(root), root)  # every image a test image: the mask is read
+    with pytest.raises(ValueError, match=r"is 32×32 px, but its image .* is 64×64: a mask has its image's size"):
+        source.split("test")
