@@ -386,14 +386,22 @@ class ImageFiles:
         size: the ``(H, W)`` every image is brought to.
         masks: the files are masks: read as ``bool`` (any non-zero pixel), resized by nearest neighbour.
         color: read ``(H, W, 3)`` RGB images (``shape`` ``(N, H, W, 3)``).
+        cache: keep each image once decoded (for a set that fits in memory: later epochs read no file). In
+            DataLoader workers each worker keeps its own reads, for one epoch.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike | None], size: tuple[int, int], masks: bool = False,
-                 color: bool = False):
+                 color: bool = False, cache: bool = False):
         self.paths = [None if p is None else Path(p) for p in paths]
         self.size, self.masks, self.color = (int(size[0]), int(size[1])), masks, color and not masks
         self.dtype = np.dtype(bool if masks else np.uint8)
         self.ndim = 4 if self.color else 3
+        self.cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all the images decoded (what a cache of every one would hold)."""
+        return int(np.prod(self.shape)) * self.dtype.itemsize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -411,9 +419,13 @@ class ImageFiles:
         out = np.zeros((len(idx), *self.shape[1:]), self.dtype)
         for k, i in enumerate(idx):
             path = self.paths[int(i)]
-            if path is not None:
+            if self.cache is not None and int(i) in self.cache:
+                out[k] = self.cache[int(i)]
+            elif path is not None:
                 a = read_image(path, self.size, mask=self.masks, color=self.color)
                 out[k] = a > 0 if self.masks else a
+                if self.cache is not None:
+                    self.cache[int(i)] = out[k].copy()
         return out
 
 

@@ -236,6 +236,9 @@ SPLITS_FILE = "splits.json"
 # a class folder's validation or test split is held in memory up to this many bytes of images and masks
 # (4,000 images of 512² with masks); a larger one is read from disk a batch at a time at every evaluation
 SPLIT_MEMORY = 2 << 30
+# a class folder's training images are kept once decoded when they fit in this many bytes (and no DataLoader
+# workers read them): later epochs then read no file; a larger set is read from disk in every epoch
+CACHE_MEMORY = 1 << 30
 
 
 class ClassFolderSource(DataSource):
@@ -248,8 +251,10 @@ class ClassFolderSource(DataSource):
     carved out of ``train/``); otherwise each class folder is split, seeded by ``train_seed``, into
     ``test_fraction`` and ``val_fraction`` held out and the rest for training. :meth:`split_record` is what a
     run folder keeps (``splits.json``), and ``splits`` given back reproduces exactly those files. Training
-    reads its images from disk batch by batch (:class:`~sacnn_lab.data.ImageFiles`); the validation and
-    test splits are read into memory, with masks (evaluation only) where the folder has them.
+    reads its images from disk batch by batch (:class:`~sacnn_lab.data.ImageFiles`), keeping them once
+    decoded where they fit in ``CACHE_MEMORY``; the validation and test splits are read into memory where
+    they fit in ``SPLIT_MEMORY`` (else a batch at a time), with masks (evaluation only) where the folder
+    has them.
 
     Args:
         config: the run (``source="folder"``).
@@ -387,7 +392,9 @@ class ClassFolderSource(DataSource):
 
         paths, d = self.splits["train"], self.config.data
         labels = np.asarray([self.label_of(p) for p in paths], np.int64)
-        return FolderEpochs(ImageFiles([self.root / p for p in paths], self.size, color=d.color), labels,
+        files = ImageFiles([self.root / p for p in paths], self.size, color=d.color)
+        files.cache = {} if files.nbytes <= CACHE_MEMORY and not self.config.train.num_workers else None
+        return FolderEpochs(files, labels,
                             self.config.train.batch_size, seed=d.train_seed, quarter_turns=d.quarter_turns,
                             brightness=d.brightness, num_workers=self.config.train.num_workers)
 

@@ -142,6 +142,14 @@ def test_training_streams_from_disk_a_batch_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "read_image", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
     batch = next(iter(epochs.loader(1)))
     assert batch["image"].shape == (8, 1, 64, 64) and len(reads) == 8
+    list(epochs.loader(1)), list(epochs.loader(2))
+    assert len(reads) == 20  # a set this small is kept once decoded: each file read once in all
+    import sacnn_lab.sources as S
+
+    monkeypatch.setattr(S, "CACHE_MEMORY", 1000)
+    big = ClassFolderSource(_cfg(root)).training()
+    list(big.loader(1)), list(big.loader(2))
+    assert len(reads) == 20 + 2 * 20  # too large for the cache: every epoch reads every file
 
 
 def test_images_of_other_sizes_are_brought_to_the_most_common_one(tmp_path):
