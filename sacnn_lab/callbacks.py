@@ -158,19 +158,22 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
 
 class Evaluator(Callback):
     """After every ``every`` epochs, evaluates on a fixed held-out set and adds ``{prefix}_*`` figures
-    (accuracy, precision, recall, f1, auroc, pointing_game) to the epoch record."""
+    (accuracy, precision, recall, f1, auroc, pointing_game; with ``localisation`` also IoU, Dice,
+    compactness, the energy pointing game, pixel AUROC/AP and the false-alarm area) to the epoch record."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray, prefix: str = "val",
-                 every: int = 1, batch_size: int = 250, masks: np.ndarray | None = None):
+                 every: int = 1, batch_size: int = 250, masks: np.ndarray | None = None,
+                 localisation: bool = False):
         self.images, self.labels, self.boxes, self.masks = images, labels, boxes, masks
-        self.prefix, self.every, self.batch_size = prefix, every, batch_size
+        self.prefix, self.every, self.batch_size, self.localisation = prefix, every, batch_size, localisation
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if record["epoch"] % self.every and not trainer.should_stop and record["epoch"] != trainer.config.epochs:
             return
         t = time.perf_counter()
         res = evaluate_arrays(trainer.model, self.images, self.labels, self.boxes, self.batch_size,
-                              masks=self.masks)
+                              masks=self.masks, localisation=self.localisation)
+        res.pop("types", None)  # nested: a history records numbers
         record.update({f"{self.prefix}_{k}": v for k, v in res.items()})
         record[f"{self.prefix}_seconds"] = time.perf_counter() - t
 

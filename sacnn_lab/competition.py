@@ -17,17 +17,102 @@ probability mass at the winning pixel, ``logsumexp(other logits) - logsumexp(all
 loss depends on each image's logits only at its winning pixel, so only that pixel gets a gradient.
 
 All functions are pure and take logits ``(B, 1 + K, s, t)`` as :class:`~sacnn_lab.model.SACNN` returns.
+
+**Other aggregations** (``aggregation=``, an ablation of the paper's one idea; the map is always the same
+per-pixel defective layer, only the image's probability is pooled otherwise):
+
+- ``"max"``: the paper's competition (and global max pooling, Oquab et al., CVPR 2015); only the winner
+  gets a gradient;
+- ``"mean"``: the mean of the layer (global average pooling, as in CAM, Zhou et al., CVPR 2016): every
+  pixel gets a gradient; ``log l* = logsumexp(log p) - log N`` and ``log(1 - l*) = logsumexp(log(1 - p))
+  - log N``, both exact in log space;
+- ``"topk"``: the mean of the ``k`` highest pixels (WILDCAT, Durand et al., CVPR 2017), ``k`` a count
+  (``>= 1``) or a share of the pixels (``< 1``); only those ``k`` get a gradient; the same log-space sums
+  over them;
+- ``"lse"``: log-sum-exp pooling of the probabilities with sharpness ``r`` (Pinheiro & Collobert, CVPR 2015),
+  ``l* = (1/r) log mean exp(r p)``, between the mean (``r → 0``) and the maximum (``r → ∞``);
+  ``1 - l* = -(1/r) log mean exp(-r (1 - p))``, each side computed with ``log1p`` / ``expm1`` so that
+  neither loses its digits near 0, and from the mean's log where it underflows.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
-__all__ = ["defect_layers", "image_scores", "winning_pixels", "competition_loss"]
+__all__ = ["defect_layers", "image_scores", "winning_pixels", "competition_loss", "pool", "AGGREGATIONS"]
 
 REDUCTIONS = ("sum", "mean", "none")
+AGGREGATIONS = ("max", "mean", "lse", "topk")
+
+
+def _check_aggregation(aggregation: str, lse_r: float, topk_k: float) -> None:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {aggregation!r}")
+    if not lse_r > 0 or lse_r != lse_r or lse_r == float("inf"):
+        raise ValueError(f"lse_r (the sharpness of log-sum-exp pooling) must be a finite number > 0, not {lse_r}")
+    if not topk_k > 0 or topk_k != topk_k or (topk_k >= 1 and topk_k != int(topk_k)):
+        raise ValueError(f"topk_k must be a whole count >= 1 or a share of the pixels in (0, 1), not {topk_k}")
+
+
+def topk_count(topk_k: float, pixels: int) -> int:
+    """The number of pixels ``"topk"`` averages: ``topk_k`` itself when >= 1 (at most ``pixels``), else that
+    share of the ``pixels``, rounded up (at least 1)."""
+    k = int(topk_k) if topk_k >= 1 else math.ceil(topk_k * pixels)
+    return max(1, min(k, pixels))
+
+
+def pool(layers: torch.Tensor, aggregation: str = "max", lse_r: float = 5.0, topk_k: float = 0.05) -> torch.Tensor:
+    """An image's probability from its defective layer(s), by ``aggregation`` (see the module's text).
+
+    Args:
+        layers: ``(B, K, s, t)`` per-pixel probabilities in [0, 1] (:func:`defect_layers`).
+        aggregation: ``"max"``, ``"mean"``, ``"lse"`` or ``"topk"``.
+        lse_r: the sharpness ``r`` of ``"lse"``.
+        topk_k: ``k`` of ``"topk"``: a count, or a share of the pixels.
+
+    Returns:
+        ``(B, K)`` in [0, 1]: what :func:`image_scores` gives for the same logits.
+    """
+    _check_aggregation(aggregation, lse_r, topk_k)
+    p = layers.float().flatten(2)
+    if aggregation == "max":
+        return p.amax(2)
+    if aggregation == "mean":
+        return p.mean(2)
+    if aggregation == "topk":
+        return p.topk(topk_count(topk_k, p.shape[2]), dim=2).values.mean(2)
+    return (torch.log1p(torch.expm1(lse_r * p).mean(2)) / lse_r).clamp(0.0, 1.0)
+
+
+def _log_pooled(logits: torch.Tensor, aggregation: str, lse_r: float, topk_k: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log l*, log(1 - l*))``, each ``(B, K)`` with gradients, for an aggregation other than ``"max"``."""
+    x = logits.float().flatten(2)  # (B, C, N)
+    classes, n = x.shape[1], x.shape[2]
+    lse_all = torch.logsumexp(x, dim=1, keepdim=True)  # (B, 1, N)
+    log_p = x[:, 1:] - lse_all  # (B, K, N)
+    log_q = torch.stack([torch.logsumexp(torch.cat([x[:, :c], x[:, c + 1:]], dim=1), dim=1)
+                         for c in range(1, classes)], dim=1) - lse_all  # log(1 - p), (B, K, N)
+    if aggregation == "topk":
+        k = topk_count(topk_k, n)
+        with torch.no_grad():
+            idx = log_p.topk(k, dim=2).indices
+        log_p, log_q, n = log_p.gather(2, idx), log_q.gather(2, idx), k
+    log_mean_p = torch.logsumexp(log_p, dim=2) - math.log(n)
+    log_mean_q = torch.logsumexp(log_q, dim=2) - math.log(n)
+    if aggregation in ("mean", "topk"):
+        return log_mean_p, log_mean_q
+    # lse: l* = (1/r) log1p(mean expm1(r p)), 1 - l* = -(1/r) log1p(mean expm1(-r q)); where either is too
+    # small for its log, it equals the mean of p (or of q) to first order in r·p
+    s = torch.log1p(torch.expm1(lse_r * log_p.exp()).mean(2)) / lse_r
+    t = -torch.log1p(torch.expm1(-lse_r * log_q.exp()).mean(2)) / lse_r
+    tiny = 1e-6
+    log_s = torch.where(s > tiny, torch.log(s.clamp_min(tiny)), log_mean_p)
+    log_t = torch.where(t > tiny, torch.log(t.clamp_min(tiny)), log_mean_q)
+    return log_s, log_t
 
 
 def _check_logits(logits: torch.Tensor) -> None:
@@ -73,17 +158,23 @@ def winning_pixels(logits: torch.Tensor) -> torch.Tensor:
     return _winners(logits)[0]
 
 
-def image_scores(logits: torch.Tensor) -> torch.Tensor:
-    """Image-level probability of each defect type: the spatial maximum of its layer (Eq. 2).
+def image_scores(logits: torch.Tensor, aggregation: str = "max", lse_r: float = 5.0, topk_k: float = 0.05
+                 ) -> torch.Tensor:
+    """Image-level probability of each defect type: the spatial maximum of its layer (Eq. 2), or another
+    ``aggregation`` of it (see the module's text and :func:`pool`).
 
     Args:
         logits: ``(B, 1 + K, s, t)``.
+        aggregation, lse_r, topk_k: how the layer is pooled (default: the paper's maximum).
 
     Returns:
         ``l*`` of shape ``(B, K)``, float32 in [0, 1].
     """
     _check_logits(logits)
-    return _winners(logits)[1].exp()
+    _check_aggregation(aggregation, lse_r, topk_k)
+    if aggregation == "max":
+        return _winners(logits)[1].exp()
+    return _log_pooled(logits, aggregation, lse_r, topk_k)[0].exp().clamp(0.0, 1.0)
 
 
 def _check_labels(labels: torch.Tensor, batch: int, num_types: int) -> None:
@@ -102,6 +193,9 @@ def competition_loss(
     labels: torch.Tensor,
     class_weights: Sequence[float] | None = None,
     reduction: str = "sum",
+    aggregation: str = "max",
+    lse_r: float = 5.0,
+    topk_k: float = 0.05,
 ) -> torch.Tensor:
     """The SACNN loss: cross-entropy between each defective layer's winner and the image label.
 
@@ -118,6 +212,8 @@ def competition_loss(
             Eq. 3, e.g. against class imbalance; ``None`` is ``(1, 1)``, the paper.
         reduction: ``"sum"`` over the batch (Eq. 4, the paper), ``"mean"`` over the batch, or
             ``"none"`` for the per-sample losses ``(B,)``.
+        aggregation, lse_r, topk_k: how each layer's pixels become ``l*`` (default: the paper's maximum;
+            see the module's text): the same cross-entropy on another pooling.
 
     Returns:
         A scalar (``"sum"``, ``"mean"``) or ``(B,)`` (``"none"``).
@@ -141,16 +237,20 @@ def competition_loss(
         if w0 < 0 or w1 < 0:
             raise ValueError(f"class_weights must be >= 0, got {class_weights!r}")
 
+    _check_aggregation(aggregation, lse_r, topk_k)
     x = logits.float().flatten(2)  # (B, C, N)
-    with torch.no_grad():
-        idx, _ = _winners(logits)  # (B, K): the argmax carries no gradient anyway
-    # at_win[b, c, k]: logit of class c at the pixel that wins defect layer k of image b
-    at_win = x.gather(2, idx[:, None, :].expand(batch, classes, num_types))
-    lse_all = torch.logsumexp(at_win, dim=1)  # (B, K)
     own = torch.arange(1, classes, device=x.device)  # class of layer k
-    is_own = torch.arange(classes, device=x.device)[:, None] == own[None, :]  # (C, K)
-    log_l = at_win.gather(1, own.view(1, 1, -1).expand(batch, 1, num_types)).squeeze(1) - lse_all
-    log_not_l = torch.logsumexp(at_win.masked_fill(is_own, float("-inf")), dim=1) - lse_all
+    if aggregation == "max":
+        with torch.no_grad():
+            idx, _ = _winners(logits)  # (B, K): the argmax carries no gradient anyway
+        # at_win[b, c, k]: logit of class c at the pixel that wins defect layer k of image b
+        at_win = x.gather(2, idx[:, None, :].expand(batch, classes, num_types))
+        lse_all = torch.logsumexp(at_win, dim=1)  # (B, K)
+        is_own = torch.arange(classes, device=x.device)[:, None] == own[None, :]  # (C, K)
+        log_l = at_win.gather(1, own.view(1, 1, -1).expand(batch, 1, num_types)).squeeze(1) - lse_all
+        log_not_l = torch.logsumexp(at_win.masked_fill(is_own, float("-inf")), dim=1) - lse_all
+    else:
+        log_l, log_not_l = _log_pooled(logits, aggregation, lse_r, topk_k)
 
     y = (labels.to(x.device).long()[:, None] == own[None, :]).float()  # (B, K)
     per_sample = -(w1 * y * log_l + w0 * (1 - y) * log_not_l).sum(dim=1)  # (B,)

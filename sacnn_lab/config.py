@@ -82,6 +82,12 @@ class ModelConfig:
             background gray, its median over every other row and column, whichever way; a dark defect on
             a light background and a light one on a dark background then look alike). Not the paper: the
             ``fast`` character preset uses it (its backgrounds and inks are of any gray).
+        aggregation: how each defective layer's pixels become the image's probability: ``"max"`` (the
+            paper's feature competition), ``"mean"``, ``"lse"`` (log-sum-exp with sharpness ``lse_r``) or
+            ``"topk"`` (the mean of the ``topk_k`` highest pixels: a count, or a share of the pixels when
+            below 1); see :mod:`sacnn_lab.competition`. The defect map is the same layer whichever it is.
+        lse_r: the sharpness of ``"lse"`` (small: near the mean; large: near the maximum).
+        topk_k: ``k`` of ``"topk"``.
     """
 
     in_channels: int = 1
@@ -97,6 +103,9 @@ class ModelConfig:
     first_stride: int = 1
     input_pool: int = 1
     input_norm: str = "centre"
+    aggregation: str = "max"
+    lse_r: float = 5.0
+    topk_k: float = 0.05
 
     def __post_init__(self) -> None:
         _check_int("in_channels", self.in_channels, 1)
@@ -123,6 +132,11 @@ class ModelConfig:
             raise ValueError(f"input_pool must be 1 (the paper), 2 or 4, not {self.input_pool!r}")
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}, not {self.input_norm!r}")
+        if not _finite(self.lse_r) or not _finite(self.topk_k):
+            raise ValueError(f"lse_r and topk_k must be finite numbers, not {self.lse_r!r}, {self.topk_k!r}")
+        from .competition import _check_aggregation  # pure maths on tensors: no model code
+
+        _check_aggregation(self.aggregation, float(self.lse_r), float(self.topk_k))
         if self.backbone_stride & (self.backbone_stride - 1):
             raise ValueError(f"backbone_stride must be a power of 2, not {self.backbone_stride}")
         if isinstance(self.backbone_weights, os.PathLike):
@@ -503,6 +517,9 @@ class TrainConfig:
             budget spent when that is ahead of the share of steps done, so a run cut by its budget has
             still annealed.
         eval_batch_size: batch size for evaluation and probe maps.
+        eval_localisation: the held-out evaluation also measures the maps against the truth every time
+            (``val_iou_otsu``, ``val_compactness_otsu``, ``val_energy_pointing_game``, ``val_false_alarm_area``
+            …, see :func:`~sacnn_lab.callbacks.evaluate_arrays`): what the aggregation study follows.
         eval_every: evaluate the held-out set every this many epochs (and after the last); probe maps
             are recorded every epoch regardless.
         threads: CPU threads for torch (``None``: torch's default).
@@ -538,6 +555,7 @@ class TrainConfig:
     max_time: float | None = None
     eval_batch_size: int = 250
     eval_every: int = 1
+    eval_localisation: bool = False
     threads: int | None = None
     grad_clip: float | None = None
     deterministic: bool = False
@@ -549,6 +567,8 @@ class TrainConfig:
         _check_int("num_workers", self.num_workers, 0)
         _check_int("eval_batch_size", self.eval_batch_size, 1)
         _check_int("eval_every", self.eval_every, 1)
+        if not isinstance(self.eval_localisation, bool):
+            raise TypeError(f"eval_localisation must be a bool, not {self.eval_localisation!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.schedule not in SCHEDULES:

@@ -206,7 +206,7 @@ def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: 
         cbs.append(TimeBudget(t.max_time))
     cbs += [ProbeRecorder(probe.images, probe.labels, probe.boxes),
             Evaluator(val.images, val.labels, val.boxes, "val", every=t.eval_every,
-                      batch_size=t.eval_batch_size, masks=pointing_masks(val))]
+                      batch_size=t.eval_batch_size, masks=pointing_masks(val), localisation=t.eval_localisation)]
     if run_dir is not None:
         cbs.append(Checkpointer(run_dir, plain, best=t.keep_best))
     if progress:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .competition import defect_layers
+from .competition import defect_layers, pool
 from .config import ModelConfig
 from .model import receptive_field
 
@@ -187,6 +187,8 @@ def predict(
     model.to(memory_format=torch.channels_last)
 
     scores, features, maps = [], [], []
+    pooling = getattr(model, "aggregation", None)
+    pooling = pooling if isinstance(pooling, dict) else {}
     was_training = model.training
     model.eval()
     try:
@@ -199,7 +201,7 @@ def predict(
                         f"the model must return logits (B, 1 + K, s, t), got {tuple(logits.shape)}"
                     )
                 probs = defect_layers(logits)  # (b, K, s, t)
-                scores.append(probs.amax(dim=(2, 3)).cpu())
+                scores.append(pool(probs, **pooling).cpu())  # the competition's maximum, or another pooling
                 features.append(probs.cpu())
                 resized = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
                 maps.append(resized.cpu())

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .competition import competition_loss, image_scores
 from .config import ModelConfig
 
 __all__ = ["ConvBlock", "SACNN", "normalise_input", "receptive_field", "suggest_blocks"]
@@ -155,6 +157,25 @@ class SACNN(nn.Module):
     def num_classes(self) -> int:
         """Classes per pixel, ``1 + K``."""
         return self.config.num_classes
+
+    @property
+    def aggregation(self) -> dict[str, Any]:
+        """How the head pools each defective layer into the image's probability (``ModelConfig.aggregation``
+        with its ``lse_r`` and ``topk_k``), as keyword arguments of :mod:`sacnn_lab.competition`'s functions."""
+        c = self.config
+        return {"aggregation": c.aggregation, "lse_r": float(c.lse_r), "topk_k": float(c.topk_k)}
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: Any = None,
+             reduction: str = "sum") -> torch.Tensor:
+        """The competition loss (:func:`~sacnn_lab.competition.competition_loss`) under this network's
+        aggregation (the paper's maximum by default)."""
+        return competition_loss(logits, labels, class_weights=class_weights, reduction=reduction,
+                                **self.aggregation)
+
+    def image_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` image probabilities under this network's aggregation
+        (:func:`~sacnn_lab.competition.image_scores`)."""
+        return image_scores(logits, **self.aggregation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel class logits.

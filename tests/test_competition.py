@@ -167,3 +167,105 @@ def test_bool_labels_are_accepted(hand_logits: torch.Tensor) -> None:
     a = competition_loss(hand_logits, torch.tensor([True, False]))
     b = competition_loss(hand_logits, torch.tensor([1, 0]))
     assert a.item() == b.item()
+
+
+# ---------------------------------------------------------------------------------------------------
+# other aggregations: mean, log-sum-exp, top-k (an ablation of the paper's maximum)
+
+from sacnn_lab.competition import AGGREGATIONS, pool, topk_count  # noqa: E402
+
+
+def naive_pooled_loss(logits: torch.Tensor, labels: torch.Tensor, aggregation: str, r: float = 5.0,
+                      k: float = 0.05) -> torch.Tensor:
+    """The pooled probability and its cross-entropy written literally in float64 (K = 1)."""
+    p = torch.softmax(logits.double(), dim=1)[:, 1].flatten(1)  # (B, N)
+    if aggregation == "max":
+        s = p.max(1).values
+    elif aggregation == "mean":
+        s = p.mean(1)
+    elif aggregation == "topk":
+        s = p.topk(topk_count(k, p.shape[1]), dim=1).values.mean(1)
+    else:
+        s = torch.log(torch.exp(r * p).mean(1)) / r
+    y = labels.double()
+    return -(y * torch.log(s) + (1 - y) * torch.log(1 - s)).sum()
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_every_aggregation_is_its_formula_and_pool_agrees(aggregation):
+    torch.manual_seed(0)
+    logits = torch.randn(4, 2, 6, 5) * 2
+    labels = torch.tensor([0, 1, 1, 0])
+    got = competition_loss(logits, labels, aggregation=aggregation, topk_k=0.1)
+    want = naive_pooled_loss(logits, labels, aggregation, k=0.1)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    scores = image_scores(logits, aggregation=aggregation, topk_k=0.1)
+    assert torch.allclose(scores, pool(defect_layers(logits), aggregation, topk_k=0.1), atol=1e-6)
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_the_poolings_are_ordered_and_lse_spans_mean_to_max():
+    torch.manual_seed(1)
+    layers = defect_layers(torch.randn(3, 2, 8, 8) * 3)
+    mean, top, mx = pool(layers, "mean"), pool(layers, "topk", topk_k=4), pool(layers, "max")
+    assert (mean <= top + 1e-6).all() and (top <= mx + 1e-6).all()
+    for r in (0.5, 5, 50):
+        lse = pool(layers, "lse", lse_r=r)
+        assert (mean - 1e-6 <= lse).all() and (lse <= mx + 1e-6).all()
+    assert torch.allclose(pool(layers, "lse", lse_r=1e-3), mean, atol=1e-3)
+    assert torch.allclose(pool(layers, "lse", lse_r=2000), mx, atol=5e-3)
+    assert topk_count(1, 64) == 1 and topk_count(0.05, 64) == 4 and topk_count(100, 64) == 64
+
+
+def _pixels_with_gradient(aggregation: str, **kw) -> list[int]:
+    torch.manual_seed(2)
+    logits = (torch.randn(2, 2, 5, 5) * 2).requires_grad_()
+    competition_loss(logits, torch.tensor([1, 0]), aggregation=aggregation, **kw).backward()
+    return [int((logits.grad[b].abs().sum(0) > 0).sum()) for b in range(2)]
+
+
+def test_which_pixels_learn_under_each_aggregation():
+    assert _pixels_with_gradient("max") == [1, 1]  # only the winner
+    assert _pixels_with_gradient("mean") == [25, 25]  # every pixel
+    assert _pixels_with_gradient("topk", topk_k=3) == [3, 3]  # the three highest
+    assert _pixels_with_gradient("topk", topk_k=0.2) == [5, 5]
+    assert _pixels_with_gradient("lse") == [25, 25]  # every pixel, the high ones most
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_every_aggregation_stays_finite_at_extreme_logits(aggregation):
+    logits = torch.zeros(2, 2, 4, 4)
+    logits[:, 1] = 200.0  # every pixel certain of a defect: l* rounds to 1 in float32
+    logits[1, 1] = -200.0  # every pixel certain of none: l* rounds to 0
+    logits.requires_grad_()
+    loss = competition_loss(logits, torch.tensor([0, 1]), aggregation=aggregation)  # both wrong: a large loss
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 100 and torch.isfinite(logits.grad).all()
+    right = competition_loss(logits.detach(), torch.tensor([1, 0]), aggregation=aggregation)
+    assert right.item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_several_defect_types_under_another_aggregation():
+    torch.manual_seed(3)
+    logits = torch.randn(3, 3, 4, 4)
+    loss = competition_loss(logits, torch.tensor([0, 1, 2]), aggregation="mean", reduction="none")
+    p = torch.softmax(logits.double(), 1)[:, 1:].flatten(2).mean(2)  # (B, K)
+    y = torch.nn.functional.one_hot(torch.tensor([0, 1, 2]), 3)[:, 1:].double()
+    want = -(y * p.log() + (1 - y) * (1 - p).log()).sum(1)
+    assert torch.allclose(loss.double(), want, rtol=1e-5)
+
+
+def test_a_network_trains_with_its_aggregation_and_refuses_an_unknown_one():
+    from sacnn_lab.config import ModelConfig
+    from sacnn_lab.model import SACNN
+
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        ModelConfig(aggregation="median")
+    with pytest.raises(ValueError, match="topk_k"):
+        ModelConfig(aggregation="topk", topk_k=2.5)
+    model = SACNN(ModelConfig(channels=(4, 4), aggregation="lse", lse_r=3.0))
+    logits = model(torch.rand(2, 1, 32, 32))
+    labels = torch.tensor([0, 1])
+    assert model.loss(logits, labels).item() == pytest.approx(
+        competition_loss(logits, labels, aggregation="lse", lse_r=3.0).item())
+    assert torch.equal(model.image_scores(logits), image_scores(logits, aggregation="lse", lse_r=3.0))
