@@ -315,6 +315,40 @@ def metric_curve(history, keys: Sequence[str] = ("val_accuracy", "val_pointing_g
     return fig
 
 
+def study_curves(table, figures: Sequence[str], by: str = "label", x: str = "epoch", cols: int = 3,
+                 path: str | os.PathLike | None = None) -> Figure:
+    """A study's per-epoch figures (e.g. :func:`~sacnn_lab.studies.aggregation_study`'s table): one panel per
+    figure, one curve per run.
+
+    Args:
+        table: a DataFrame with the columns ``by``, ``x`` and ``figures``.
+        figures: the columns to draw (a figure's unmeasured epochs are skipped).
+        by: the column naming each run (a curve each).
+        x: the column along the horizontal axis.
+        cols: panels per row.
+        path: also save the figure there.
+    """
+    missing = {by, x, *figures} - set(table.columns)
+    if missing:
+        raise ValueError(f"the table lacks the column(s) {sorted(missing)}")
+    if not figures:
+        raise ValueError("figures must name at least one column")
+    fig, axes = _grid(len(figures), cols, cell=2.6)
+    for ax, name in zip(axes, figures):
+        for label, rows in table.groupby(by, sort=False):
+            v = rows[name].to_numpy(np.float64)
+            ok = np.isfinite(v)
+            ax.plot(rows[x].to_numpy()[ok], v[ok], "o-", ms=3, label=str(label))
+        ax.set_title(name.replace("val_", "").replace("_", " "), fontsize=9)
+        ax.set_axis_on()
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
 def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or len(x) < window:
         return x

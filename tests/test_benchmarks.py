@@ -26,7 +26,7 @@ def _run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) ->
 def test_every_benchmark_is_found():
     assert {p.name for p in SCRIPTS} >= {"cuda_check.py", "compare_gradcam.py", "train_characters.py",
                                          "train_textile.py", "generator_speed.py", "preset_ablation.py",
-                                         "real_surfaces.py"}
+                                         "real_surfaces.py", "aggregation_study.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -70,3 +70,14 @@ def test_real_surfaces_cuts_a_class_folder_from_photographs_and_trains_on_it(tmp
     assert made["counts"] == {"train": {"good": 18, "defective": 9}, "test": {"good": 6, "defective": 3}}
     assert "test images: accuracy" in res.stdout and "  gravel: accuracy" in res.stdout
     assert len(list((out / "test" / "masks").rglob("*.png"))) == 3
+
+
+def test_aggregation_study_prints_a_row_per_aggregation_and_writes_its_table(tmp_path):
+    out = tmp_path / "agg"
+    res = _run("benchmarks/aggregation_study.py", "--epochs", "1", "--samples-per-epoch", "32", "--test-size", "16",
+               "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines[2:6]] == ["max", "mean", "lse", "topk"]
+    assert (out / "curves.png").stat().st_size > 10_000 and (out / "table.csv").is_file()
+    assert len((out / "summary.csv").read_text().splitlines()) == 5
