@@ -12,9 +12,10 @@ defect whose pixels are themselves photographed, pasted by code:
 - ``pit``: the relief of the lunar photograph ``skimage.data.moon()`` (high-passed), like a dent.
 
 What is synthetic: where the crops are taken, the blob shapes, the blending and each defect's strength.
-The training and test images are cut from disjoint rows of each photograph (the top 320 rows train, the
-bottom 192 test), so no test pixel was seen in training; but three photographs are few, and the crops of
-one split overlap each other. The masks are written too, for evaluation only.
+The training and test images are cut from disjoint rows of each surface photograph (the top 320 rows
+train, the bottom 192 test), so no test image's surface was seen in training; the ink and the lunar relief
+the defects are made of come from the whole of their two photographs in both splits. Three photographs are
+few, and the crops of one split overlap each other. The masks are written too, for evaluation only.
 
     python benchmarks/real_surfaces.py --out data/real-surfaces            # the folder, then a run
     python benchmarks/real_surfaces.py --out data/real-surfaces --only-folder
@@ -48,7 +49,7 @@ def photographs() -> dict[str, np.ndarray]:
 
 
 def _crop(photo: np.ndarray, rng: np.random.Generator, rows: tuple[int, int]) -> np.ndarray:
-    """A SIZE² crop whose rows lie within ``rows``, flipped and (but for brick's courses) turned at random."""
+    """A SIZE² crop whose rows lie within ``rows``, flipped left-right and upside down at random."""
     y = rng.integers(rows[0], rows[1] - SIZE + 1)
     x = rng.integers(0, photo.shape[1] - SIZE + 1)
     c = photo[y:y + SIZE, x:x + SIZE]

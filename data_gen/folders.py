@@ -241,6 +241,20 @@ def image_folder(root: str | os.PathLike) -> Path:
     return root / "images" if (root / "images").is_dir() else root
 
 
+def read_labelled_folder(root: str | os.PathLike) -> list[LabelledImage]:
+    """The images a labelled folder's ``labels.csv`` lists, each checked to exist.
+
+    Raises:
+        FileNotFoundError: no label file, or a listed image missing (named).
+        ValueError: a malformed or empty label file.
+    """
+    items = read_labels(root)
+    if not items:
+        raise ValueError(f"{root}/labels.csv lists no images")
+    check_images(root, items)
+    return items
+
+
 def check_images(root: str | os.PathLike, items: Sequence[LabelledImage]) -> None:
     """Raise ``FileNotFoundError`` naming the first image of ``items`` missing from ``root``."""
     base = image_folder(root)
@@ -514,6 +528,20 @@ def read_class_folder(root: str | os.PathLike) -> dict[str, list[ClassImage]]:
 LAYOUTS = ("class", "dagm", "labelled")
 
 
+def folder_layout(path: str | os.PathLike) -> str | None:
+    """Which of sacnn-lab's layouts a folder has: ``"class"`` (``good/`` inside it or its ``train/``),
+    ``"dagm"`` (``Train/`` or ``Test/``), ``"labelled"`` (``labels.csv``), or ``None``. A class folder is
+    recognised first: on a case-insensitive disk its ``train/`` also reads as DAGM's ``Train/``."""
+    path = Path(path)
+    if is_class_folder(path):
+        return "class"
+    if is_dagm(path):
+        return "dagm"
+    if (path / "labels.csv").is_file():
+        return "labelled"
+    return None
+
+
 def read_folder_layout(root: str | os.PathLike) -> tuple[str, dict[str, list[ClassImage]]]:
     """Read a folder of image-level labelled images in any of the layouts sacnn-lab knows, as class-folder
     images (:class:`ClassImage`), so that one path trains and evaluates on all of them:
@@ -535,9 +563,10 @@ def read_folder_layout(root: str | os.PathLike) -> tuple[str, dict[str, list[Cla
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
-    if is_class_folder(root):  # before DAGM: on a case-insensitive disk its train/ reads as Train/
+    layout = folder_layout(root)
+    if layout == "class":
         return "class", read_class_folder(root)
-    if is_dagm(root):
+    if layout == "dagm":
         splits = {}
         for split in ("Train", "Test"):
             try:
@@ -550,11 +579,8 @@ def read_folder_layout(root: str | os.PathLike) -> tuple[str, dict[str, list[Cla
                            mask=f"{rel}/{it.mask_file or it.label_file}" if it.label else None)
                 for it in read_dagm(root, split)]
         return "dagm", splits if len(splits) == 2 else {"all": next(iter(splits.values()))}
-    if (root / "labels.csv").is_file():
-        items = read_labels(root)
-        if not items:
-            raise ValueError(f"{root}/labels.csv lists no images")
-        check_images(root, items)
+    if layout == "labelled":
+        items = read_labelled_folder(root)
         rel = image_folder(root).relative_to(root).as_posix()
         prefix = "" if rel == "." else f"{rel}/"
         return "labelled", {"all": [ClassImage(f"{prefix}{it.filename}", int(it.label),

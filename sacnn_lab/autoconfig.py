@@ -30,6 +30,11 @@ LARGE_SIDE = 384
 BLOCK_SAMPLES = 3_000
 
 
+def block_channels(blocks: int) -> tuple[int, ...]:
+    """The widths of a folder run's ``blocks`` blocks: 16, then 32 each."""
+    return (16,) + (32,) * (blocks - 1)
+
+
 def block_candidates(model: Any, size: tuple[int, int], most: int = 3) -> list[int]:
     """The numbers of blocks worth trying on images of ``size``: those whose visual field lies between a
     sixteenth and two thirds of the shorter side (at least 2 blocks), at most ``most`` of them, nearest a
@@ -45,7 +50,7 @@ def block_candidates(model: Any, size: tuple[int, int], most: int = 3) -> list[i
     from .model import receptive_field
 
     side = min(size)
-    fields = {b: receptive_field(replace(model, channels=(16,) + (32,) * (b - 1)))[-1]["rf"] for b in range(2, 8)}
+    fields = {b: receptive_field(replace(model, channels=block_channels(b)))[-1]["rf"] for b in range(2, 8)}
     ok = [b for b, f in fields.items() if side / 16 <= f <= side / 1.5] or [min(fields, key=lambda b: abs(
         fields[b] - side / 4))]
     ok.sort(key=lambda b: (abs(np.log(fields[b] / (side / 4))), b))
@@ -82,16 +87,19 @@ def choose_blocks(config: Any, candidates: list[int], samples: int = BLOCK_SAMPL
     y = (val.labels > 0).astype(np.float64)
     weight = np.where(y > 0, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
     epochs = int(np.clip(round(samples / max(1, len(source.splits["train"]))), 2, 20))
+    budget = config.train.max_time  # a run's time budget bounds the choice too: half of it, shared out
     rows = []
     for blocks in candidates:
-        channels = (16,) + (32,) * (blocks - 1)
-        cfg = config.updated(channels=channels, epochs=epochs, eval_every=epochs, keep_best=None, max_time=None)
+        cfg = config.updated(channels=block_channels(blocks), epochs=epochs, eval_every=epochs, keep_best=None,
+                             max_time=None if budget is None else budget / (2 * len(candidates)))
         t = time.perf_counter()
         run = train(cfg, None, progress=False)
-        p = predict(run.model, val.images, batch_size=cfg.train.eval_batch_size)
-        s = (p.score if p.score.ndim == 1 else p.score.max(1).values).numpy().astype(np.float64)
+        bs = cfg.train.eval_batch_size  # a batch of scores at a time: a streamed split is never read whole
+        s = np.concatenate([predict(run.model, val.images[lo:lo + bs], batch_size=bs).any_type().score.numpy()
+                            for lo in range(0, len(val.labels), bs)]).astype(np.float64)
         s = np.clip(s, 1e-6, 1 - 1e-6)
         loss = float(np.mean(-weight * (y * np.log(s) + (1 - y) * np.log(1 - s))))
+        loss = loss if np.isfinite(loss) else float("inf")  # a diverged candidate never wins
         figures = classification(s, y)
         rows.append({"blocks": blocks, "field": receptive_field(run.config.model)[-1]["rf"], "val_loss": loss,
                      "val_auroc": figures["auroc"], "val_accuracy": figures["accuracy"],
@@ -177,7 +185,10 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
     if "channels" not in overrides:
         model = base.updated(**chosen, **overrides).model
         candidates = block_candidates(model, (h, w))
-        if defect_size is not None or blocks_by == "quarter" or len(candidates) == 1:
+        if len(candidates) == 1 and defect_size is None:
+            blocks = candidates[0]
+            why = f"the one number of blocks whose visual field fits images of {min(h, w)} px"
+        elif defect_size is not None or blocks_by == "quarter":
             size = defect_size if defect_size is not None else min(h, w) / 4
             blocks = suggest_blocks(size)
             why = f"defects of {defect_size:g} px" if defect_size is not None else \
@@ -191,7 +202,7 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
             blocks, rows = choose_blocks(run, candidates, progress=progress)
             why = ("the lowest validation loss of " + ", ".join(f"{r['blocks']} ({r['val_loss']:.3f})" for r in rows)
                    + f" after {BLOCK_SAMPLES:,} samples each, image labels alone (--defect-size PX sets it)")
-        chosen["channels"] = (16,) + (32,) * (blocks - 1)
+        chosen["channels"] = block_channels(blocks)
         field = receptive_field(replace(model, channels=chosen["channels"]))[-1]["rf"]
         reasons.insert(1, f"{blocks} blocks (a visual field of {field:g} px): {why}")
     d = base.data
@@ -202,4 +213,35 @@ def suggest_config(folder: str | os.PathLike, defect_size: float | None = None, 
     return base.updated(**chosen, **overrides), reasons
 
 
-__all__ = ["suggest_config", "block_candidates", "choose_blocks", "FOLDER_SAMPLES", "BLOCK_SAMPLES"]
+def config_for(folder: str | os.PathLike, run_dir: str | os.PathLike | None = None, **choices: Any
+               ) -> tuple[Any, list[str]]:
+    """The run for a class folder: the settings a run folder already holds (``run_dir/config.json``, to
+    resume or reload it: nothing is chosen again, flags given in ``choices`` that are config fields applied
+    on top), else :func:`suggest_config` ``(folder, **choices)``.
+
+    Returns:
+        ``(config, reasons)``.
+    """
+    import json
+    from pathlib import Path
+
+    from .config import RunConfig
+
+    saved = None if run_dir is None else Path(run_dir) / "config.json"
+    if saved is None or not saved.is_file():
+        return suggest_config(folder, **choices)
+    try:
+        config = RunConfig.from_dict(json.loads(saved.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{saved} cannot be read as a run's settings ({exc})") from None
+    fields = {k: v for k, v in choices.items() if k not in ("defect_size", "types", "color", "blocks_by",
+                                                             "progress")}
+    for flag, asked, has in (("--defect-types", choices.get("types"), config.data.defect_types),
+                             ("--color", choices.get("color"), config.data.color)):
+        if asked and not has:
+            raise ValueError(f"{run_dir} holds a run trained without {flag}: it cannot be resumed with it; "
+                             f"choose another folder")
+    return config.updated(**fields), [f"the settings of the run in {run_dir} (its config.json): nothing chosen again"]
+
+
+__all__ = ["suggest_config", "config_for", "block_candidates", "choose_blocks", "FOLDER_SAMPLES", "BLOCK_SAMPLES"]

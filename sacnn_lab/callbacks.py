@@ -91,7 +91,7 @@ class ProgressBar(Callback):
 def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray | list,
                     batch_size: int = 250, threshold: float = 0.5,
                     masks: np.ndarray | None = None, tolerance: float = 0,
-                    localisation: bool = False) -> dict[str, Any]:
+                    localisation: bool = False, types: bool = False) -> dict[str, Any]:
     """Classification figures and the pointing game of ``model`` on a fixed set.
 
     Args:
@@ -108,11 +108,12 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
             Dice, compactness, pixel AUROC and AP, against the masks or else the box union) over the
             defective images with a known truth, and ``false_alarm_area`` over the defect-free ones; the
             maps are measured one batch at a time, never all held at once.
+        types: the labels are defect types ``0..K`` of a model of K > 1 types: also ``types``.
 
     Returns:
         accuracy, precision, recall, f1, auroc, confusion counts, and ``pointing_game`` (share of
         defective images with known boxes whose map maximum lies in a true box, or in the mask;
-        ``nan`` without boxes). A model of K > 1 types also gives ``types`` (see
+        ``nan`` without boxes). With ``types``, a model of K > 1 types also gives ``types`` (see
         :func:`~sacnn_lab.metrics.type_figures`): each type's recall, and the confusion between them.
 
     Raises:
@@ -124,11 +125,10 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
     labels = np.asarray(labels)
     for lo in range(0, len(images), batch_size):
         p = predict(model, images[lo:lo + batch_size], batch_size=batch_size)
-        s = p.score if p.score.ndim == 1 else p.score.max(1).values
-        if p.score.ndim == 2:
+        if p.score.ndim == 2 and types:
             type_scores.append(p.score.numpy())
+        s, m = p.any_type().score, p.any_type().map
         scores.append(s.numpy())
-        m = p.map if p.map.ndim == 3 else p.map.max(1).values
         part_masks = None if masks is None else masks[lo:lo + batch_size]
         hits.append(pointing_game(m.numpy(), boxes[lo:lo + batch_size], part_masks, tolerance))
         if localisation and np.isfinite(s.numpy()).all():
@@ -173,7 +173,6 @@ class Evaluator(Callback):
         t = time.perf_counter()
         res = evaluate_arrays(trainer.model, self.images, self.labels, self.boxes, self.batch_size,
                               masks=self.masks, localisation=self.localisation)
-        res.pop("types", None)  # nested: a history records numbers
         record.update({f"{self.prefix}_{k}": v for k, v in res.items()})
         record[f"{self.prefix}_seconds"] = time.perf_counter() - t
 

@@ -28,21 +28,20 @@ from data_gen.fonts import NoUsableFontsError
 
 
 def _data_source(spec: str, preset: str | None = None) -> tuple[str, str | None]:
-    """``--data`` of train: ``characters``, ``textile``, a DAGM 2007 class folder (the paper's textile
-    recipe, or with ``--preset auto`` the defaults chosen from the data), a class folder of one's own
+    """``--data`` of train: ``characters``, ``textile``, a DAGM 2007 class folder (the textile presets, or
+    with ``--preset auto`` the defaults chosen from the data), a class folder of one's own
     (``good/`` beside the defect folders) or a labelled folder (``labels.csv``) → (source, folder)."""
-    from data_gen.folders import is_class_folder, is_dagm
+    from data_gen.folders import folder_layout
 
     if spec in ("characters", "textile"):
         if preset == "auto":
             raise ValueError(f"--preset auto chooses the settings from a folder's images; --data {spec} has "
                              f"presets of its own (fast, paper)")
         return spec, None
-    if is_class_folder(spec):  # first: on a case-insensitive disk its train/ also reads as DAGM's Train/
-        return "folder", spec
-    if is_dagm(spec):
+    layout = folder_layout(spec)
+    if layout == "dagm":
         return ("folder" if preset == "auto" else "textile"), spec
-    if (Path(spec) / "labels.csv").is_file():
+    if layout is not None:
         return "folder", spec
     raise ValueError(f"--data {spec!r}: expected 'characters', 'textile', a DAGM 2007 class folder (one holding "
                      f"Train/ and Test/, e.g. .../Class1), a labelled folder (labels.csv and images/) or a folder "
@@ -90,18 +89,14 @@ def _run_config(args: argparse.Namespace):
                               ("test_size", args.test_size), ("early_epochs", args.early_epochs))
             if v is not None}
     if source == "folder":  # the defaults come from the data; a flag given is kept as given
-        from .autoconfig import suggest_config
+        from .autoconfig import config_for
 
-        saved = Path(args.out) / "config.json"
-        if getattr(args, "resume", False) and saved.is_file() and args.defect_size is None:
-            # the blocks a run chose on its validation split are part of its config: not chosen again
-            channels = json.loads(saved.read_text(encoding="utf-8")).get("model", {}).get("channels")
-            if channels:
-                train["channels"] = tuple(channels)
         if args.no_resize:
             data["one_size"] = True
-        return suggest_config(folder, args.defect_size, types=args.defect_types, color=args.color,
-                              progress=not args.quiet, **train, **data)
+        # a resumed run keeps the settings its folder holds: nothing is chosen again
+        return config_for(folder, args.out if getattr(args, "resume", False) else None,
+                          defect_size=args.defect_size, types=args.defect_types, color=args.color,
+                          progress=not args.quiet, **train, **data)
     own = [f for f, given in (("--defect-types", args.defect_types), ("--color", args.color),
                               ("--no-resize", args.no_resize)) if given]
     if own:
@@ -131,7 +126,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=["fast", "paper", "cpu", "full", "auto"],
                    help="SACNN: fast (default) or paper; auto: the settings chosen from a folder's images (the "
                         "default, and the only one, for your own or a labelled folder; a DAGM folder takes the "
-                        "textile recipe unless auto is given); baseline: cpu (default, VGG19-style reduced) or full")
+                        "textile presets unless auto is given); baseline: cpu (default, VGG19-style reduced) or full")
     p.add_argument("--arch", choices=["vgg19", "vgg19_bn"], help="baseline: torchvision architecture")
     p.add_argument("--width", type=float, help="baseline: width multiplier in (0, 1]")
     p.add_argument("--weights", help="baseline: 'imagenet' (from the local torch cache) or a state-dict file")
@@ -201,9 +196,10 @@ def _summary(metrics: dict) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .experiment import train
+    from .experiment import check_can_train, train
     from .trainer import resolve_device
 
+    check_can_train(args.out, args.resume)  # a refused folder says so before anything is chosen or trained
     cfg, chosen = _run_config(args)
     dev = resolve_device(cfg.train.device)
     what = f"the {cfg.model.name} baseline" if cfg.is_baseline else "SACNN"
@@ -260,7 +256,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     metrics = evaluate(model, data, tolerance=args.tolerance, localisation=True)
     if "types" in metrics:
-        metrics["type_names"] = list(config.data.defect_types) if config.data.defect_types else None
+        metrics["type_names"] = data.type_names
     metrics["images"] = len(data.labels)
     metrics["seconds"] = time.perf_counter() - t
     if args.json:
@@ -321,16 +317,20 @@ def _output_names(paths: list[Path]) -> list[Path]:
 
 
 def _image_paths(names: list[str]) -> list[Path]:
-    """The image files named: a file as given, a folder as every image below it (sorted; other files
-    ignored, mask folders included only when named)."""
+    """The image files named: a file as given, a folder as every image below it (sorted; other files, hidden
+    ones and the truth folders below it, ``masks/`` and DAGM's ``Label/`` and ``Mask/``, left out: name a
+    truth folder itself to predict on it)."""
     from data_gen.folders import IMAGE_SUFFIXES
 
+    truth = {"masks", "label", "mask"}
     paths: list[Path] = []
     for name in names:
         path = Path(name)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+                           and not any(part.startswith(".") or part.lower() in truth
+                                       for part in p.relative_to(path).parts[:-1])
+                           and not p.name.startswith("."))
             if not found:
                 raise ValueError(f"{path} holds no image ({', '.join(IMAGE_SUFFIXES)})")
             paths += found
@@ -339,7 +339,7 @@ def _image_paths(names: list[str]) -> list[Path]:
     return paths
 
 
-PREDICTION_COLUMNS = ("image", "overlay", "score", "defective", "boxes", "error")
+PREDICTION_COLUMNS = ("image", "overlay", "score", "defective", "type", "boxes", "error")
 
 
 def _write_predictions(out: Path, results: list[dict]) -> None:
@@ -355,7 +355,7 @@ def _write_predictions(out: Path, results: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in results:
-        row = {k: r.get(k, "") for k in PREDICTION_COLUMNS}
+        row = {k: ("" if r.get(k) is None else r.get(k)) for k in PREDICTION_COLUMNS}
         if "boxes" in r:
             row["boxes"] = ";".join(" ".join(f"{v:g}" for v in b) for b in r["boxes"])
         if "score" in r:
@@ -385,7 +385,10 @@ def _predict(args: argparse.Namespace) -> int:
             if isinstance(model, SACNN):
                 model.feature_size(*img.shape[:2])  # too small for the poolings: a clear error, not torch's
             p = predict(model, img[None])
-            score = float(p.score.max()) if p.score.ndim == 2 else float(p.score[0])
+            score = float(p.any_type().score[0])
+            called = None  # a K-type run: the type whose layer scores highest
+            if p.score.ndim == 2 and config.data.defect_types:
+                called = config.data.defect_types[int(p.score[0].argmax())]
             if not math.isfinite(score) or not np.isfinite(p.map.numpy()).all():
                 raise FloatingPointError(f"the model gives non-finite output for {path} (its weights or this "
                                          f"image): no score to report")
@@ -394,7 +397,7 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             results.append({"image": str(path), "error": str(exc)})
             continue
-        m = p.map[0].numpy() if p.map.ndim == 3 else p.map[0].max(0).values.numpy()
+        m = p.any_type().map[0].numpy()
         if field is not None and min(img.shape[:2]) < field:
             print(f"warning: {path} is {img.shape[1]}×{img.shape[0]} px, smaller than the network's "
                   f"{field:g} px visual field: its score and map mean little", file=sys.stderr)
@@ -404,6 +407,7 @@ def _predict(args: argparse.Namespace) -> int:
         plots.prediction(img, m, boxes=[(b.x0, b.y0, b.x1, b.y1) for b in boxes], score=score, name=str(path),
                          path=target)
         results.append({"image": str(path), "overlay": str(rel), "score": score, "defective": score >= 0.5,
+                        **({"type": called if score >= 0.5 else None} if called is not None else {}),
                         "boxes": [[b.x0, b.y0, b.x1, b.y1, round(b.score, 4)] for b in boxes]})
     out.mkdir(parents=True, exist_ok=True)
     _write_predictions(out, results)
@@ -508,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="defect maps and boxes for image files",
                        description="Defect maps and boxes for image files: an overlay per image (its path "
                                    "below the images' common folder kept), predictions.json and "
-                                   "predictions.csv (image, overlay, score, defective, boxes, error). An image "
+                                   "predictions.csv (image, overlay, score, defective, the type a run of "
+                                   "several defect types calls, boxes, error). An image "
                                    "that cannot be scored is reported and listed there with its error, and "
                                    "the others go on; exit status 1 when some could not be scored, 2 when "
                                    "none could.")

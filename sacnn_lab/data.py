@@ -195,12 +195,15 @@ class FolderSet:
         images: ``(N, H, W)`` uint8 gray images.
         labels: ``(N,)`` uint8, 1 = defective.
         boxes: ``(N, K, 4)`` int32 true boxes, -1 rows unused (K = most boxes of one image, at least 1).
+        masks: ``(N, H, W)`` bool truth masks where the set has them, else ``None``.
+        type_names: where the labels are defect types (``1..K``), their names; else ``None`` (0/1 labels).
     """
 
     def __init__(self, root: Path, filenames: list[str], images: np.ndarray, labels: np.ndarray,
-                 boxes: np.ndarray, masks: np.ndarray | None = None):
+                 boxes: np.ndarray, masks: np.ndarray | None = None, type_names: list[str] | None = None):
         self.root, self.filenames, self.images, self.labels, self.boxes = root, filenames, images, labels, boxes
         self.masks = masks  # (N, H, W) bool truth masks where the set has them (DAGM), else None
+        self.type_names = type_names  # labels 1..K are these defect types (a K-type run's folder), else None
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -213,7 +216,7 @@ class FolderSet:
         """The images at ``positions`` (views where numpy can, copies otherwise), with their truth."""
         p = np.asarray(positions, dtype=np.int64)
         return FolderSet(self.root, [self.filenames[i] for i in p], self.images[p], self.labels[p],
-                         self.boxes[p], None if self.masks is None else self.masks[p])
+                         self.boxes[p], None if self.masks is None else self.masks[p], self.type_names)
 
 
 def read_gray(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -300,15 +303,12 @@ def load_folder(root: str | os.PathLike, size: tuple[int, int] | None = None) ->
         FileNotFoundError: a missing folder, label file or image (named).
         ValueError: a malformed label file (line named) or a bad image (file named).
     """
-    from data_gen.folders import check_images, image_folder, read_labels
+    from data_gen.folders import image_folder, read_labelled_folder
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
-    items = read_labels(root)
-    if not items:
-        raise ValueError(f"{root}/labels.csv lists no images")
-    check_images(root, items)
+    items = read_labelled_folder(root)
     base = image_folder(root)
     first = read_gray(base / items[0].filename, size)
     size = first.shape
@@ -415,7 +415,16 @@ class ImageFiles:
             return self[[idx]][0]
         if isinstance(idx, slice):
             idx = np.arange(len(self.paths))[idx]
-        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if isinstance(idx, tuple) or idx is Ellipsis:
+            raise TypeError("ImageFiles takes positions, a slice or a boolean mask along the images only: read "
+                            "them first (files[...] → files[:]) and index the array")
+        idx = np.asarray(idx)
+        if idx.dtype == bool:  # a mask, as numpy reads it
+            if idx.shape != (len(self.paths),):
+                raise IndexError(f"a boolean index must have one entry per image ({len(self.paths)}), not "
+                                 f"{idx.shape}")
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64).reshape(-1)
         out = np.zeros((len(idx), *self.shape[1:]), self.dtype)
         for k, i in enumerate(idx):
             path = self.paths[int(i)]

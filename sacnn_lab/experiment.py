@@ -137,15 +137,26 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
             run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
 
 
+def check_can_train(run_dir: str | os.PathLike, resume: bool = False) -> Path:
+    """Refuse a run folder :func:`train` would refuse, before any work: one holding files that are not a
+    run's (:func:`~sacnn_lab.runfolder.check_run_folder`), or a run when ``resume`` is not given.
+
+    Returns:
+        The folder as a path.
+    """
+    run_dir = check_run_folder(run_dir)
+    if (run_dir / "checkpoint.pt").is_file() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) to continue "
+                              f"it, or choose another folder")
+    return run_dir
+
+
 def _train_locked(config: RunConfig, plain: dict[str, Any], run_dir: Path, resume: bool, progress: bool,
                   callbacks: Sequence[Callback]) -> Run:
     """The part of :func:`train` done while the run folder's lock is held."""
-    check_run_folder(run_dir)  # again, now that no other training can write into it
+    check_can_train(run_dir, resume)  # again, now that no other training can write into it
     ckpt = run_dir / "checkpoint.pt"
     state, history = None, None
-    if ckpt.is_file() and not resume:
-        raise FileExistsError(f"{run_dir} already holds a run; pass resume=True (--resume) to continue "
-                              f"it, or choose another folder")
     if resume and ckpt.is_file():
         state = read_checkpoint(ckpt)
         # a run saved before a config field existed has that field's default
@@ -297,9 +308,11 @@ def evaluate(model: torch.nn.Module, batch: CharacterBatch | Any, batch_size: in
     the pointing game on defective images with known boxes (a DAGM set: inside their masks), a hit
     within ``tolerance`` pixels of the truth counting (see :func:`~sacnn_lab.metrics.pointing_game`).
     ``localisation=True`` adds IoU, Dice, compactness, pixel AUROC/AP and the false-alarm area (see
-    :func:`~sacnn_lab.callbacks.evaluate_arrays`); a model of several defect types adds ``types``."""
+    :func:`~sacnn_lab.callbacks.evaluate_arrays`); a model of several defect types, on images that carry
+    those types (``batch.type_names``), adds ``types``."""
     return evaluate_arrays(model, batch.images, batch.labels, batch.boxes, batch_size,
-                           masks=pointing_masks(batch), tolerance=tolerance, localisation=localisation)
+                           masks=pointing_masks(batch), tolerance=tolerance, localisation=localisation,
+                           types=getattr(batch, "type_names", None) is not None)
 
 
 def _check_n(n: Any) -> None:
@@ -328,7 +341,8 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
     """Evaluation images by name: ``characters[:SEED]`` (the run's test split, or the same generator at
     another seed), ``textile`` (a textile run's Test split; for a character run, the default generated
     textile set's), a DAGM 2007 class folder (its Test split), a class folder (all its images), or a
-    labelled folder.
+    labelled folder. A folder run (``source="folder"``) reads a folder of any layout the way it trained
+    (its image size, colour and defect types), every image of it as test data.
 
     Args:
         spec: ``"characters"``, ``"characters:SEED"``, ``"textile"``, or a folder path.
@@ -341,12 +355,17 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
     """
     from dataclasses import replace
 
-    from data_gen.folders import is_class_folder, is_dagm
+    from data_gen.folders import folder_layout
 
     from .config import DataConfig
 
     _check_n(n)
     spec = os.fspath(spec)
+    own = config.data.source == "folder"
+    if own and (config.data.color or config.data.defect_types) and not os.path.isdir(spec):
+        what = "colour" if config.data.color else f"{len(config.data.defect_types)} defect types"
+        raise ValueError(f"a run of {what} is evaluated on folders (its own layout, a DAGM or a labelled folder), "
+                         f"not on {spec!r}: the generated sets are gray and of one defect type")
     if spec == "characters" or spec.startswith("characters:"):
         if spec.startswith("characters:"):
             seed = spec.split(":", 1)[1]
@@ -356,9 +375,11 @@ def load_data(spec: str | os.PathLike, config: RunConfig, n: int | None = None) 
         if config.data.source != "characters":
             config = replace(config, data=DataConfig())
         return CharacterSource(config).split("test", n)
-    if is_class_folder(spec):  # before DAGM: on a case-insensitive disk its train/ reads as Train/
-        return ClassFolderSource.evaluation(config, spec).split("test", n)  # all of it
-    if spec == "textile" or is_dagm(spec):
+    layout = None if spec == "textile" else folder_layout(spec)
+    if layout == "class" or (own and layout is not None):
+        # a folder run reads any folder the way it trained (its size, colour and types): all of it is test data
+        return ClassFolderSource.evaluation(config, spec).split("test", n)
+    if spec == "textile" or layout == "dagm":
         data = config.data if config.data.source == "textile" else DataConfig.dagm()
         if spec != "textile":
             data = replace(data, folder=spec)

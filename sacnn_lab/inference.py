@@ -45,7 +45,8 @@ class Prediction:
     kept, right after the batch axis.
 
     Attributes:
-        score: image probability ``l*``, the maximum of the defective layer: ``(B,)``; ``(B, K)`` if K > 1.
+        score: image probability ``l*``, the maximum of the defective layer (or the network's other
+            aggregation of it): ``(B,)``; ``(B, K)`` if K > 1.
         feature_map: the defective layer of the softmax ``(B, s, t)``; ``(B, K, s, t)`` if K > 1.
         map: ``feature_map`` resized bilinearly (``align_corners=False``) to the input,
             ``(B, H, W)``; ``(B, K, H, W)`` if K > 1.
@@ -57,6 +58,14 @@ class Prediction:
 
     def __len__(self) -> int:
         return self.score.shape[0]
+
+    def any_type(self) -> Prediction:
+        """Defective of any type: with K > 1, each image's highest type score and the maps' pixelwise
+        maximum over the types (what :func:`~sacnn_lab.callbacks.evaluate_arrays` judges); with one type,
+        itself."""
+        if self.score.ndim == 1:
+            return self
+        return Prediction(self.score.max(1).values, self.feature_map.max(1).values, self.map.max(1).values)
 
 
 def _as_images(images: torch.Tensor | np.ndarray, in_channels: int | None) -> torch.Tensor:

@@ -11,7 +11,7 @@ has them). :func:`source_for` picks the source a :class:`~sacnn_lab.config.RunCo
     pointing_masks(val)                   # masks the pointing game scores against, or None (boxes)
 
 Implementations: :class:`CharacterSource` (the generated character set), :class:`DagmSource` (a DAGM 2007
-class folder: the generated textile set or the real one, with the paper's textile recipe),
+class folder: the generated textile set or the real one, with the textile presets),
 :class:`ClassFolderSource` (a user's own folder: ``good/`` beside folders of defective images, or a DAGM or
 labelled folder read the same way, with defaults chosen from the data), :class:`LabelledFolderSource`
 (``images/`` + ``labels.csv`` as evaluation data of a run trained elsewhere).
@@ -211,8 +211,9 @@ def _load_dagm_cached(folder: str, which: str, truth: str, size: int | None, sta
 
 class LabelledFolderSource(DataSource):
     """A labelled folder (``images/`` + ``labels.csv``, see :mod:`data_gen.folders`) as evaluation data of a
-    run trained elsewhere: every split is the whole folder (its first ``n`` images), at the run's image size.
-    A run trains on such a folder through :class:`ClassFolderSource` (``source="folder"``)."""
+    character or textile run: every split is the whole folder (its first ``n`` images), of the size
+    ``size`` where given. A run trains on such a folder, and a folder run evaluates on it, through
+    :class:`ClassFolderSource` (``source="folder"``)."""
 
     def __init__(self, root: str | os.PathLike, size: tuple[int, int] | None = None):
         self.root, self.size = Path(root), size
@@ -376,21 +377,29 @@ class ClassFolderSource(DataSource):
         """What a run folder keeps so that evaluation measures exactly its test files."""
         return {"root": str(self.root.resolve()), "size": list(self.size), **self.splits}
 
+    @functools.cached_property
+    def typed(self) -> bool:
+        """Whether the images carry the run's defect types: ``defect_types`` set, and every defect folder of
+        the data one of them (another folder's images are then only defective: 0/1 labels)."""
+        types = self.config.data.defect_types
+        return bool(types) and all(it.kind in types for it in self.images.values() if it.label)
+
     def label_of(self, path: str) -> int:
-        """The training label of an image: 0 defect-free, 1 defective, or with ``defect_types`` the number
-        (from 1) of its defect folder's type."""
-        it, types = self.images[path], self.config.data.defect_types
-        if not types or not it.label:
+        """The label of an image: 0 defect-free, 1 defective, or where the data carries the run's defect
+        types (:attr:`typed`) the number (from 1) of its defect folder's type."""
+        it = self.images[path]
+        if not self.typed or not it.label:
             return int(it.label)
-        if it.kind not in types:
-            raise ValueError(f"{self.root / path} lies in the defect folder {it.kind!r}, which is none of the run's "
-                             f"defect types {list(types)}")
-        return 1 + types.index(it.kind)
+        return 1 + self.config.data.defect_types.index(it.kind)
 
     def training(self, progress: bool = False) -> FolderEpochs:
         from .data import ImageFiles
 
         paths, d = self.splits["train"], self.config.data
+        if d.defect_types and not self.typed:
+            odd = next(it for it in self.images.values() if it.label and it.kind not in d.defect_types)
+            raise ValueError(f"{self.root / odd.path} lies in the defect folder {odd.kind!r}, which is none of the "
+                             f"run's defect types {list(d.defect_types)}")
         labels = np.asarray([self.label_of(p) for p in paths], np.int64)
         files = ImageFiles([self.root / p for p in paths], self.size, color=d.color)
         files.cache = {} if files.nbytes <= CACHE_MEMORY and not self.config.train.num_workers else None
@@ -440,7 +449,8 @@ class ClassFolderSource(DataSource):
             masks = ImageFiles([None if self.images[p].mask is None else self.root / self.images[p].mask
                                 for p in paths], self.size, masks=True)
         labels = np.asarray([self.label_of(p) for p in paths], np.uint8)
-        return FolderSet(self.root, paths, images, labels, boxes, masks)
+        return FolderSet(self.root, paths, images, labels, boxes, masks,
+                         type_names=list(self.config.data.defect_types) if self.typed else None)
 
     def _scaled(self, path: str, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
         """``boxes`` of the image ``path`` in the coordinates of its image brought to :attr:`size`."""

@@ -302,13 +302,15 @@ def test_evaluate_a_run_on_another_class_folder(tmp_path, capsys):
 def test_predict_on_a_folder_keeps_relative_paths_and_writes_a_csv(tmp_path, capsys):
     import csv
 
-    root = make_class_folder(tmp_path / "set", good=8, kinds={"scratch": 3, "hole": 3})
+    root = make_class_folder(tmp_path / "set", good=8, kinds={"scratch": 3, "hole": 3}, masks=True)
     (root / "hole" / "g000.png").write_bytes((root / "good" / "g000.png").read_bytes())  # one name, two folders
+    (root / "masks" / "hole" / "g000.png").write_bytes((root / "masks" / "hole" / "h000_mask.png").read_bytes())
     run = tmp_path / "run"
     assert main(["train", "--data", str(root), "--out", str(run), "--epochs", "1", "--quiet"]) == 0
     out = tmp_path / "pred"
     assert main(["predict", "--checkpoint", str(run), "--out", str(out), str(root)]) == 0
     rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert not any("masks" in r["image"] for r in rows)  # the truth below a folder is not predicted on
     assert len(rows) == 15 and [r["image"] for r in rows] == sorted(r["image"] for r in rows)
     assert (out / "good" / "g000_overlay.png").is_file() and (out / "hole" / "g000_overlay.png").is_file()
     for r in rows:
@@ -351,6 +353,15 @@ def test_a_head_of_several_defect_types_trains_and_is_evaluated_per_type(tmp_pat
     assert main(["evaluate", "--checkpoint", str(run)]) == 0
     out = capsys.readouterr().out
     assert "per defect type" in out and "  hole: recall" in out and "confusion" in out
+    other = make_class_folder(tmp_path / "other", good=6, kinds={"defective": 4}, seed=3)
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(other), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)  # another folder's defects carry no types: 0/1 figures alone
+    assert res["images"] == 10 and "types" not in res and 0 <= res["accuracy"] <= 1
+    assert main(["evaluate", "--checkpoint", str(run), "--data", "characters"]) == 2
+    assert "2 defect types is evaluated on folders" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(run), "--out", str(tmp_path / "p"), str(root / "hole")]) == 0
+    called = {r["type"] for r in json.loads((tmp_path / "p" / "predictions.json").read_text()) if r["defective"]}
+    assert called <= {"hole", "scratch"}
     one = make_class_folder(tmp_path / "one", good=6, kinds={"defective": 3})
     assert main(["train", "--data", str(one), "--out", str(tmp_path / "r1"), "--defect-types", "--quiet"]) == 2
     assert "two or more defect folders" in capsys.readouterr().err
@@ -376,10 +387,14 @@ def test_augmentation_turns_and_brightens_the_same_way_with_or_without_workers()
             ok = [k for k in range(4) if np.corrcoef(torch.rot90(x["image"][i], k, (1, 2)).ravel(),
                                                      y["image"][i].ravel())[0, 1] > 0.9]
             turned += ok != [0]
-            assert y["image"][i].min() >= 0 and y["image"][i].max() <= 1
+            assert len(ok) == 1 and y["image"][i].min() >= 0 and y["image"][i].max() <= 1
+            flat = torch.rot90(x["image"][i], ok[0], (1, 2))
+            assert not torch.allclose(flat, y["image"][i])  # brightened: not the same gray values
     assert turned > 0
     workers = FolderEpochs(images, np.zeros(10), 4, seed=3, quarter_turns=True, brightness=0.2, num_workers=2)
-    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(b, workers.loader(2)))
+    from_workers = list(workers.loader(2))
+    assert len(from_workers) == len(b) == 3
+    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(b, from_workers))
     wide = FolderEpochs(rng.integers(0, 256, (4, 8, 12), dtype=np.uint8), np.zeros(4), 2, quarter_turns=True)
     assert not wide.quarter_turns  # a turn would change the shape
 
@@ -400,7 +415,8 @@ def test_without_a_defect_size_the_blocks_are_chosen_on_the_validation_split_by_
     assert "choosing the number of blocks on the validation split" in out and out.count("trying") == 2
     assert "the lowest validation loss of 2 (" in why[1] and "image labels alone" in why[1]
     blocks, rows = choose_blocks(cfg, [2, 3], samples=60, progress=False)
-    assert blocks == min(rows, key=lambda r: (round(r["val_loss"], 3), r["blocks"]))["blocks"]
+    losses = {r["blocks"]: round(r["val_loss"], 3) for r in rows}
+    assert losses[blocks] == min(losses.values()) and all(losses[b] > losses[blocks] for b in losses if b < blocks)
     assert cfg.model.channels == (16,) + (32,) * (blocks - 1) and cfg.train.epochs == 1
     # masks never steer: the same choice when the folder's masks are gone
     import shutil
@@ -464,6 +480,10 @@ def test_a_split_too_large_for_memory_is_read_a_batch_at_a_time_with_the_same_fi
     assert isinstance(streamed.images, ImageFiles) and isinstance(streamed.masks, ImageFiles)
     assert np.array_equal(streamed.images[:], held.images) and np.array_equal(streamed.masks[2:5], held.masks[2:5])
     assert np.array_equal(streamed.boxes, held.boxes) and streamed.images[1].shape == (64, 64)
+    bad = held.labels > 0
+    assert np.array_equal(streamed.images[bad], held.images[bad])  # a boolean mask indexes as numpy's does
+    with pytest.raises(TypeError, match="positions, a slice or a boolean mask"):
+        streamed.images[..., 0]
     torch.manual_seed(0)
     model = SACNN(config.model).eval()
     a = evaluate(model, held, batch_size=2, localisation=True)
@@ -524,3 +544,29 @@ def test_an_image_of_another_size_without_resizing_and_a_mask_of_the_wrong_size_
     source = ClassFolderSource.evaluation(_cfg(root), root)  # every image a test image: the mask is read
     with pytest.raises(ValueError, match=r"is 32×32 px, but its image .* is 64×64: a mask has its image's size"):
         source.split("test")
+
+
+def test_a_refused_folder_is_refused_before_the_blocks_are_chosen_and_a_resume_chooses_nothing_again(
+        tmp_path, capsys, monkeypatch):
+    from sacnn_lab import autoconfig
+
+    root = make_class_folder(tmp_path / "set", good=30, kinds={"defective": 12}, size=80)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(run), "--defect-size", "20", "--epochs", "1",
+                 "--quiet"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    chosen = []
+    monkeypatch.setattr(autoconfig, "choose_blocks", lambda *a, **k: chosen.append(1) or (3, []))
+    assert main(["train", "--data", str(root), "--out", str(run), "--quiet"]) == 2  # a run there, no --resume
+    assert "already holds a run" in capsys.readouterr().err and not chosen
+    # an older run's settings (before quarter turns and brightness) resume as they were
+    old = {**config, "data": {**config["data"], "quarter_turns": False, "brightness": 0.0}}
+    (run / "config.json").write_text(json.dumps(old))
+    import torch
+
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["config"] = old
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["train", "--data", str(root), "--out", str(run), "--resume", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing chosen again" in out and "nothing left to do" in out and not chosen
