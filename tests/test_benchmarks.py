@@ -26,7 +26,7 @@ def _run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) ->
 def test_every_benchmark_is_found():
     assert {p.name for p in SCRIPTS} >= {"cuda_check.py", "compare_gradcam.py", "train_characters.py",
                                          "train_textile.py", "generator_speed.py", "preset_ablation.py",
-                                         "real_surfaces.py", "aggregation_study.py"}
+                                         "real_surfaces.py", "aggregation_study.py", "weibull_detector.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -81,3 +81,13 @@ def test_aggregation_study_prints_a_row_per_aggregation_and_writes_its_table(tmp
     assert [ln.split()[0] for ln in lines[2:6]] == ["max", "mean", "lse", "topk"]
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "table.csv").is_file()
     assert len((out / "summary.csv").read_text().splitlines()) == 5
+
+
+def test_weibull_detector_measures_the_unsupervised_reference_on_a_dagm_folder(tmp_path):
+    from data_gen.__main__ import main as data_main
+
+    assert data_main(["textile", "--out", str(tmp_path / "t"), "--n-train", "6", "--n-test", "6", "--size", "96",
+                      "--workers", "1", "--quiet"]) == 0
+    res = _run("benchmarks/weibull_detector.py", "--folder", str(tmp_path / "t" / "Class1"), "--patch", "16")
+    assert res.returncode == 0, res.stderr
+    assert "6 Test images" in res.stdout and "pointing game" in res.stdout and "ms per image" in res.stdout
