@@ -234,6 +234,10 @@ def config_for(folder: str | os.PathLike, run_dir: str | os.PathLike | None = No
         config = RunConfig.from_dict(json.loads(saved.read_text(encoding="utf-8")))
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{saved} cannot be read as a run's settings ({exc})") from None
+    trained_on = config.data.folder
+    if trained_on is None or Path(trained_on).resolve() != Path(folder).resolve():
+        raise ValueError(f"{run_dir} holds a run trained on {trained_on}, not on {folder}: resume it with its own "
+                         f"folder, or choose another run folder")
     fields = {k: v for k, v in choices.items() if k not in ("defect_size", "types", "color", "blocks_by",
                                                              "progress")}
     for flag, asked, has in (("--defect-types", choices.get("types"), config.data.defect_types),

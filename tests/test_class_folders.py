@@ -570,3 +570,6 @@ def test_a_refused_folder_is_refused_before_the_blocks_are_chosen_and_a_resume_c
     assert main(["train", "--data", str(root), "--out", str(run), "--resume", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "nothing chosen again" in out and "nothing left to do" in out and not chosen
+    other = make_class_folder(tmp_path / "other", good=6, kinds={"defective": 3})
+    assert main(["train", "--data", str(other), "--out", str(run), "--resume", "--quiet"]) == 2
+    assert "holds a run trained on" in capsys.readouterr().err
