@@ -134,7 +134,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-layer", help="baseline: layer the CAM explains (default: features[-1])")
     p.add_argument("--defect-size", type=float, metavar="PX",
                    help="your own folder: a typical defect's extent in px, which chooses the number of blocks "
-                        "(default: a quarter of the images' shorter side)")
+                        "by the paper's rule (default: chosen on the validation split, from the image labels)")
     p.add_argument("--defect-types", action="store_true",
                    help="a folder of your own with several defect folders: one defective layer per folder (a "
                         "K-type head), and evaluation per type; default: every defect folder is one class")
@@ -203,7 +203,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg, chosen = _run_config(args)
     dev = resolve_device(cfg.train.device)
     what = f"the {cfg.model.name} baseline" if cfg.is_baseline else "SACNN"
-    print(f"training {what} ({args.preset or ('cpu' if cfg.is_baseline else 'fast')} preset) on {dev}"
+    preset = "auto" if cfg.data.source == "folder" else args.preset or ("cpu" if cfg.is_baseline else "fast")
+    print(f"training {what} ({preset} preset) on {dev}"
           + (" with mixed precision" if dev.type == "cuda" and cfg.train.amp else "") + f"; run folder {args.out}")
     if chosen:
         print("chosen from the data:\n" + "\n".join(f"  {line}" for line in chosen))
