@@ -127,7 +127,8 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
         p = predict(model, images[lo:lo + batch_size], batch_size=batch_size)
         if p.score.ndim == 2 and types:
             type_scores.append(p.score.numpy())
-        s, m = p.any_type().score, p.any_type().map
+        whole = p.any_type()
+        s, m = whole.score, whole.map
         scores.append(s.numpy())
         part_masks = None if masks is None else masks[lo:lo + batch_size]
         hits.append(pointing_game(m.numpy(), boxes[lo:lo + batch_size], part_masks, tolerance))

@@ -386,7 +386,8 @@ def _predict(args: argparse.Namespace) -> int:
             if isinstance(model, SACNN):
                 model.feature_size(*img.shape[:2])  # too small for the poolings: a clear error, not torch's
             p = predict(model, img[None])
-            score = float(p.any_type().score[0])
+            whole = p.any_type()  # several defect types: any of them
+            score = float(whole.score[0])
             called = None  # a K-type run: the type whose layer scores highest
             if p.score.ndim == 2 and config.data.defect_types:
                 called = config.data.defect_types[int(p.score[0].argmax())]
@@ -398,7 +399,7 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             results.append({"image": str(path), "error": str(exc)})
             continue
-        m = p.any_type().map[0].numpy()
+        m = whole.map[0].numpy()
         if field is not None and min(img.shape[:2]) < field:
             print(f"warning: {path} is {img.shape[1]}×{img.shape[0]} px, smaller than the network's "
                   f"{field:g} px visual field: its score and map mean little", file=sys.stderr)

@@ -432,8 +432,9 @@ class ClassFolderSource(DataSource):
                 images[i] = read_image(self.root / path, self.size, resize=not self.config.data.one_size,
                                        color=color)
             mask = self.images[path].mask
-            if mask is not None and image_size_of(self.root / mask) != image_size_of(self.root / path):
-                (mh, mw), (ih, iw) = image_size_of(self.root / mask), image_size_of(self.root / path)
+            sizes = None if mask is None else (image_size_of(self.root / mask), image_size_of(self.root / path))
+            if sizes is not None and sizes[0] != sizes[1]:
+                (mh, mw), (ih, iw) = sizes
                 raise ValueError(f"{self.root / mask} is {mw}×{mh} px, but its image {path} is {iw}×{ih}: a mask "
                                  f"has its image's size")
             if self.images[path].boxes:  # a labelled folder's boxes, brought to the size read
