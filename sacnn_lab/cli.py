@@ -84,7 +84,7 @@ def _run_config(args: argparse.Namespace):
                                ("optimizer", args.optimizer), ("device", args.device),
                                ("max_time", args.max_time), ("num_workers", args.workers),
                                ("seed", args.seed), ("grad_clip", args.grad_clip),
-                               ("keep_best", args.keep_best)) if v is not None}
+                               ("keep_best", args.keep_best), ("supervision", args.supervision)) if v is not None}
     data = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("val_size", args.val_size),
                               ("test_size", args.test_size), ("early_epochs", args.early_epochs))
             if v is not None}
@@ -103,6 +103,10 @@ def _run_config(args: argparse.Namespace):
         raise ValueError(f"{own[0]} is for a folder of your own (--defect-types: one defective layer per defect "
                          f"folder; --color: RGB images; --no-resize: every image of one size)")
     cfg.train = replace(cfg.train, **train)
+    if args.aggregation is not None:
+        if cfg.is_baseline:
+            raise ValueError("--aggregation pools SACNN's defective layer; the baseline has none")
+        cfg.model = replace(cfg.model, aggregation=args.aggregation)
     if args.defect_size is not None:
         raise ValueError("--defect-size chooses the blocks for a folder of your own; the generated sets and "
                          "DAGM come with their presets' blocks")
@@ -114,7 +118,8 @@ def _run_config(args: argparse.Namespace):
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .config import BEST_METRICS
+    from .competition import AGGREGATIONS
+    from .config import BEST_METRICS, SUPERVISIONS
 
     p.add_argument("--data", default="characters",
                    help="training data: characters (default), textile (the generated DAGM-like set), a "
@@ -157,6 +162,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="also keep best.pt, the epoch with the highest validation FIGURE so far "
                         f"({', '.join(BEST_METRICS)}; characters only)")
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--aggregation", choices=list(AGGREGATIONS),
+                   help="how the defective layer's pixels become the image's probability: max (default, the "
+                        "paper's feature competition), mean, lse (log-sum-exp) or topk (the mean of the 5 %% "
+                        "highest)")
+    p.add_argument("--supervision", choices=list(SUPERVISIONS),
+                   help="image (default: SACNN, image labels only) or mask: the same network trained as a "
+                        "patch classifier from the true masks, the supervised reference (generated sets and "
+                        "DAGM folders)")
     p.add_argument("--ratio", type=float, help="defect-free training images per defective one")
     p.add_argument("--val-size", type=int)
     p.add_argument("--test-size", type=int)

@@ -42,7 +42,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["defect_layers", "image_scores", "winning_pixels", "competition_loss", "pool", "AGGREGATIONS"]
+__all__ = ["defect_layers", "image_scores", "winning_pixels", "competition_loss", "pool", "AGGREGATIONS",
+           "cell_targets", "mask_loss"]
 
 REDUCTIONS = ("sum", "mean", "none")
 AGGREGATIONS = ("max", "mean", "lse", "topk")
@@ -254,6 +255,81 @@ def competition_loss(
 
     y = (labels.to(x.device).long()[:, None] == own[None, :]).float()  # (B, K)
     per_sample = -(w1 * y * log_l + w0 * (1 - y) * log_not_l).sum(dim=1)  # (B,)
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction == "mean":
+        return per_sample.mean()
+    return per_sample
+
+
+def cell_targets(masks: torch.Tensor, size: tuple[int, int], cover: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The supervised reference's patch labels: which cells of an ``s × t`` map a true mask covers.
+
+    The defect map is the ``s × t`` layer stretched over the image, so cell ``(i, j)`` stands for the
+    image's ``(i, j)``-th block of an even ``s × t`` grid. A cell is defective when the mask covers at least
+    ``cover`` of its block, or when it is its image's most covered cell (a defect smaller than a cell still
+    marks one); defect-free when the mask misses its block; and left out of the loss in between (a patch
+    that shows a sliver of a defect is neither, as patch classifiers usually treat it).
+
+    Args:
+        masks: ``(B, H, W)`` bool (or 0/1) truth masks.
+        size: ``(s, t)``, the logits' spatial size.
+        cover: the share of a cell's block the mask must cover for the cell to be defective.
+
+    Returns:
+        ``(defective, defect_free)``, each ``(B, s, t)`` bool (an image with an empty mask: all defect-free).
+    """
+    if masks.dim() != 3:
+        raise ValueError(f"masks must be (B, H, W), got shape {tuple(masks.shape)}")
+    size = tuple(int(v) for v in size)
+    m = masks.float()[:, None]
+    share = torch.nn.functional.adaptive_avg_pool2d(m, size)[:, 0]  # (B, s, t) covered share of each block
+    touched = torch.nn.functional.adaptive_max_pool2d(m, size)[:, 0] > 0.5
+    flat = share.flatten(1)
+    top = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.argmax(1, keepdim=True), True).view_as(share)
+    defective = touched & ((share >= cover) | top)
+    return defective, ~touched
+
+
+def mask_loss(logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
+              class_weights: Sequence[float] | None = None, reduction: str = "sum") -> torch.Tensor:
+    """The supervised reference's loss: every cell of the map classified against the true mask.
+
+    Each cell's target is its image's class (``label``, a defect type for ``K > 1``) where the mask covers
+    it, defect-free where the mask misses it, none where it shows only a sliver (:func:`cell_targets`); the
+    cross-entropy of its softmax is averaged over an image's defective cells and, separately, over its
+    defect-free cells, and the two means are added
+    (weighted by ``class_weights``), so each image weighs as one sample, as in Eq. 4, however small its
+    defect. A cell is a patch of the image (its receptive field), so this is a patch classifier trained from
+    the labels SACNN never sees; its image score is still the highest cell's.
+
+    Args:
+        logits: ``(B, 1 + K, s, t)``.
+        masks: ``(B, H, W)`` truth masks (any size: they are pooled onto the ``s × t`` cells); an image with
+            an empty mask counts as defect-free wherever its label says.
+        labels: ``(B,)`` in ``0..K``.
+        class_weights: ``(w_defect_free, w_defective)`` weighting the two means; ``None``: ``(1, 1)``.
+        reduction: ``"sum"`` over the batch (as Eq. 4), ``"mean"``, or ``"none"`` (``(B,)``).
+
+    Returns:
+        A scalar, or ``(B,)`` for ``"none"``.
+    """
+    _check_logits(logits)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, not {reduction!r}")
+    batch, classes = logits.shape[:2]
+    _check_labels(labels, batch, classes - 1)
+    if masks.shape[0] != batch:
+        raise ValueError(f"masks must hold {batch} masks to match the logits, got {masks.shape[0]}")
+    w0, w1 = (1.0, 1.0) if class_weights is None else (float(w) for w in class_weights)
+    bad = (labels.to(logits.device) > 0)[:, None]  # a defect-free image has no defective cell
+    cells, free = (c.flatten(1) for c in cell_targets(masks.to(logits.device), logits.shape[2:]))  # (B, s·t)
+    cells, free = cells & bad, free | ~bad
+    target = torch.where(cells, labels.to(logits.device).long()[:, None], 0)  # (B, s·t) class per cell
+    ce = -torch.log_softmax(logits.float().flatten(2), dim=1).gather(1, target[:, None]).squeeze(1)  # (B, s·t)
+    pos, neg = cells.float(), free.float()
+    per_sample = (w1 * (ce * pos).sum(1) / pos.sum(1).clamp(min=1)
+                  + w0 * (ce * neg).sum(1) / neg.sum(1).clamp(min=1))
     if reduction == "sum":
         return per_sample.sum()
     if reduction == "mean":

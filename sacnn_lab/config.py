@@ -294,6 +294,7 @@ class BaselineConfig:
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
+SUPERVISIONS = ("image", "mask")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BEST_METRICS = ("val_accuracy", "val_precision", "val_recall", "val_f1", "val_auroc", "val_pointing_game")
 
@@ -535,6 +536,11 @@ class TrainConfig:
             ties keep the earlier epoch; epochs without an evaluation, see ``eval_every``, never count).
             ``None``: the last epoch's ``checkpoint.pt`` only. Needs a run folder; character runs only
             (a textile run's per-epoch figures come from its Test split).
+        supervision: ``"image"`` (SACNN, the paper: image labels only) or ``"mask"``: the same network
+            trained as a patch classifier from the true masks as well (every cell of its map against the
+            cells the mask touches, :func:`~sacnn_lab.competition.mask_loss`, added to the competition
+            loss on the image labels), the supervised reference of the comparison: it sees labels SACNN
+            never sees. Generated sets and DAGM folders (which carry masks).
     """
 
     epochs: int = 20
@@ -560,6 +566,7 @@ class TrainConfig:
     grad_clip: float | None = None
     deterministic: bool = False
     keep_best: str | None = None
+    supervision: str = "image"
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -597,6 +604,8 @@ class TrainConfig:
                 raise ValueError(f"class_weights must be two finite positive numbers, not {self.class_weights}")
         if self.max_time is not None and not _finite(self.max_time, 0):
             raise ValueError(f"max_time must be a finite number > 0 of seconds, or None, not {self.max_time}")
+        if self.supervision not in SUPERVISIONS:
+            raise ValueError(f"supervision must be one of {SUPERVISIONS}, not {self.supervision!r}")
         if self.keep_best is not None and self.keep_best not in BEST_METRICS:
             raise ValueError(f"keep_best must be one of {BEST_METRICS} or None, not {self.keep_best!r}")
 
@@ -668,6 +677,11 @@ class RunConfig:
             raise ValueError(f"the head has {k} defective layer(s) (num_defect_types) but the data names "
                              f"{len(types) if types else 1} defect type(s) (defect_types={types!r}): give both "
                              f"together (--defect-types sets both)")
+        if self.train.supervision == "mask" and (self.is_baseline or self.data.source == "folder"):
+            raise ValueError("supervision='mask' (the supervised reference) trains a SACNN network on a generated "
+                             "set or a DAGM folder, whose masks it reads; "
+                             + ("the Grad-CAM baseline has no per-cell map to supervise" if self.is_baseline else
+                                "a class folder's training masks are not read yet: train it with image labels"))
         if self.train.keep_best is not None and self.data.source == "textile":
             raise ValueError(f"keep_best={self.train.keep_best!r} would choose an epoch by the test set: a textile "
                              f"run's per-epoch figures are measured on the Test split (DAGM has no validation "

@@ -135,11 +135,13 @@ class GeneratedEpochs:
         chunk: samples composed per generator call without workers (rounded up to whole batches).
         early_generator: the generator of the early epochs (smaller images), or ``None``.
         early_epochs: how many epochs draw from ``early_generator``.
+        masks: the batches also carry the true masks (``mask``, ``(B, S, S)`` bool), for the supervised
+            reference (``TrainConfig.supervision="mask"``).
     """
 
     def __init__(self, generator: CharacterGenerator, seed: int, samples_per_epoch: int, batch_size: int,
                  num_workers: int = 0, chunk: int = 512, early_generator: CharacterGenerator | None = None,
-                 early_epochs: int = 0):
+                 early_epochs: int = 0, masks: bool = False):
         if samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be >= 1, not {samples_per_epoch}")
         if batch_size < 1:
@@ -154,6 +156,7 @@ class GeneratedEpochs:
         self.chunk = chunk
         self.early_generator, self.early_epochs = early_generator, early_epochs
         self.early_batch_size = batch_size
+        self.masks = bool(masks)
         if early_generator is not None:
             scale = generator.config.image_size / early_generator.config.image_size
             self.early_batch_size = max(1, round(batch_size * scale * scale))
@@ -173,7 +176,7 @@ class GeneratedEpochs:
         """The batches of epoch ``epoch``: dicts as :func:`batch_to_dict` makes them."""
         generator, batch_size = self._epoch_source(epoch)
         ds = CharacterDataset(seed=self.seed, length=self.samples_per_epoch,
-                              start=(epoch - 1) * self.samples_per_epoch, generator=generator)
+                              start=(epoch - 1) * self.samples_per_epoch, generator=generator, masks=self.masks)
         if self.num_workers:
             return make_loader(ds, batch_size, shuffle=False, num_workers=self.num_workers)
         return self._chunked(ds, batch_size)
@@ -457,11 +460,13 @@ class FolderEpochs:
             up to ``± b / 2`` (then clipped to [0, 1]); 0: no change.
         num_workers: processes that read and augment batches (:class:`torch.utils.data.DataLoader`); 0: the
             training process does.
+        masks: ``(N, H, W)`` bool true masks: the batches then carry them (``mask``), flipped and turned with
+            their images (the supervised reference, ``TrainConfig.supervision="mask"``).
     """
 
     def __init__(self, images: np.ndarray | ImageFiles, labels: np.ndarray, batch_size: int, seed: int = 0,
                  augment: bool = True, quarter_turns: bool = False, brightness: float = 0.0,
-                 num_workers: int = 0):
+                 num_workers: int = 0, masks: np.ndarray | None = None):
         colour = images.ndim == 4 and images.shape[3] == 3
         if (images.ndim != 3 and not colour) or images.dtype != np.uint8 or len(images) != len(labels) \
                 or not len(images):
@@ -471,7 +476,10 @@ class FolderEpochs:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if not 0 <= brightness < 1:
             raise ValueError(f"brightness must lie in [0, 1), not {brightness}")
-        self.images, self.labels = images, np.asarray(labels, np.int64)
+        if masks is not None and tuple(masks.shape) != tuple(images.shape[:3]):
+            raise ValueError(f"masks must be (N, H, W) like the images {tuple(images.shape[:3])}, not "
+                             f"{tuple(masks.shape)}")
+        self.images, self.labels, self.masks = images, np.asarray(labels, np.int64), masks
         self.batch_size, self.seed, self.augment = batch_size, int(seed), augment
         self.quarter_turns = bool(quarter_turns) and augment and images.shape[1] == images.shape[2]
         self.brightness = float(brightness) if augment else 0.0
@@ -500,20 +508,28 @@ class FolderEpochs:
         sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
         idx = draws["order"][sl]
         x = to_tensor_images(self.images[idx])
+        m = None if self.masks is None else torch.from_numpy(np.asarray(self.masks[idx], bool))
         for axis, dim in ((0, 3), (1, 2)):
             f = torch.from_numpy(draws["flips"][sl, axis])
             if f.any():
                 x[f] = x[f].flip(dim)
+                if m is not None:
+                    m[f] = m[f].flip(dim - 1)
         if "turns" in draws:
             for k in (1, 2, 3):
                 t = torch.from_numpy(draws["turns"][sl] == k)
                 if t.any():
                     x[t] = torch.rot90(x[t], k, dims=(2, 3))
+                    if m is not None:
+                        m[t] = torch.rot90(m[t], k, dims=(1, 2))
         if "gain" in draws:
             gain = torch.from_numpy(draws["gain"][sl].astype(np.float32))[:, None, None, None]
             shift = torch.from_numpy(draws["shift"][sl].astype(np.float32))[:, None, None, None]
             x = (x * gain + shift).clamp_(0.0, 1.0)
-        return {"image": x, "label": torch.from_numpy(self.labels[idx]), "index": torch.from_numpy(idx)}
+        out = {"image": x, "label": torch.from_numpy(self.labels[idx]), "index": torch.from_numpy(idx)}
+        if m is not None:
+            out["mask"] = m
+        return out
 
     def loader(self, epoch: int) -> Iterator[dict[str, torch.Tensor]] | DataLoader:
         draws = self._draws(epoch)

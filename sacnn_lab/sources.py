@@ -128,7 +128,7 @@ class CharacterSource(DataSource):
         if t.epochs * d.samples_per_epoch >= WARM_UP_SAMPLES:
             gen_train.warm_up(progress=progress)
         return GeneratedEpochs(gen_train, d.train_seed, d.samples_per_epoch, t.batch_size, t.num_workers,
-                               early_generator=early, early_epochs=d.early_epochs)
+                               early_generator=early, early_epochs=d.early_epochs, masks=t.supervision == "mask")
 
     def _split(self, which: str, n: int | None) -> CharacterBatch:
         d = self.config.data
@@ -179,8 +179,14 @@ class DagmSource(DataSource):
 
     def training(self, progress: bool = False) -> FolderEpochs:
         train = self.folder_split("Train")
+        masks = None
+        if self.config.train.supervision == "mask":
+            if train.masks is None:
+                raise ValueError(f"supervision='mask' needs the Train split's true masks; "
+                                 f"{textile_folder(self.config.data) / 'Train'} has none")
+            masks = train.masks
         return FolderEpochs(train.images, train.labels, self.config.train.batch_size,
-                            seed=self.config.data.train_seed)
+                            seed=self.config.data.train_seed, masks=masks)
 
     def _split(self, which: str, n: int | None) -> FolderSet:
         return _first(self.folder_split("Test"), n)

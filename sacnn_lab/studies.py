@@ -4,13 +4,15 @@
 training samples (the paper's Figure 6) and returns one row per (ratio, epoch). ``aggregation_study``
 trains one run per aggregation of the defective layer (the paper's maximum against the mean, log-sum-exp
 and top-k pooling) with the same budget and seeds, and returns one row per (aggregation, epoch) with the
-maps measured against the truth every epoch.
+maps measured against the truth every epoch. ``methods_study`` puts every method of the paper's Table 1
+(SACNN under each aggregation, the supervised reference, the Grad-CAM baseline, the unsupervised Weibull
+detector) on the same test images, over several seeds, and returns one row per method.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -115,3 +117,143 @@ def aggregation_study(aggregations: Sequence[str | tuple[str, dict[str, float]]]
                 row.update({f"test_{k[4:]}": test.get(k[4:]) for k in AGGREGATION_FIGURES})
             rows.append(row)
     return pd.DataFrame(rows), runs
+
+
+METHOD_FIGURES = ("accuracy", "auroc", "recall", "pointing_game", "pointing_game_tol", "energy_pointing_game",
+                  "iou_otsu", "dice_otsu", "compactness_otsu", "pixel_auroc", "false_alarm_area", "map_ms")
+"""The figures :func:`methods_study` gives for each method (means and, over several seeds, spreads)."""
+
+
+@dataclass
+class MethodsStudy:
+    """What :func:`methods_study` returns.
+
+    Attributes:
+        summary: one row per method: ``supervision`` (what labels it learnt from), ``seeds``, and for each of
+            :data:`METHOD_FIGURES` its mean over the seeds and ``<figure>_std`` (0 for one seed).
+        per_seed: one row per (method, seed): the :func:`~sacnn_lab.compare.compare_methods` summary.
+        figure: the same test images under every method (the first seed's runs).
+        runs: ``"<method> seed <s>"`` → its :class:`~sacnn_lab.experiment.Run`.
+    """
+
+    summary: Any
+    per_seed: Any
+    figure: Any
+    runs: dict[str, Run] = field(default_factory=dict)
+
+
+SUPERVISION = {"weak": "image labels", "full": "image labels + masks", "none": "none (unsupervised)"}
+
+
+def methods_study(data: str = "characters", seeds: Sequence[int] = (0,), run_dir: str | os.PathLike | None = None,
+                  aggregations: Sequence[str | tuple[str, dict[str, float]]] = (
+                      "max", "mean", ("lse", {"lse_r": 5.0}), ("topk", {"topk_k": 0.05})),
+                  supervised: bool = True, baseline: bool = True, baseline_seeds: int = 1, weibull: bool = True,
+                  weibull_patch: int | None = None, test_size: int | None = None, base: RunConfig | None = None,
+                  baseline_config: RunConfig | None = None, progress: bool = True, tolerance: float = 8,
+                  figure_images: int = 6) -> MethodsStudy:
+    """Every method of the paper's Table 1 on the same test images, with the same metrics: SACNN with each
+    aggregation (weakly supervised), the same network trained from the true masks too (the supervised
+    reference, ``TrainConfig.supervision="mask"``), the Grad-CAM / VGG19 baseline, and the unsupervised
+    Weibull-feature detector.
+
+    Each trained method runs once per seed (``TrainConfig.seed``: the network's initialisation; the data are
+    the same); the Weibull detector has nothing to seed (its threshold comes from 500 unlabelled training
+    images, or the textile Train split).
+
+    Args:
+        data: ``"characters"`` (the ``fast`` preset) or ``"textile"`` (the textile ``fast`` preset).
+        seeds: initialisation seeds.
+        run_dir: when given, each run lives in ``run_dir/<method>_seed<s>`` and a finished one is loaded
+            instead of trained again (an unfinished one is resumed; one of another config is refused).
+        aggregations: SACNN's aggregations (see :func:`aggregation_study`).
+        supervised / baseline / weibull: include the supervised reference, the Grad-CAM baseline (its
+            ``cpu`` preset, for the first ``baseline_seeds`` seeds: it trains for minutes) and the detector.
+        weibull_patch: the detector's patch side (default: 32 px on textile, as for DAGM; 16 on the 136 px
+            characters).
+        test_size: test images (default: the preset's: 2,000 characters of the unseen seed; 575 textile).
+        base: the SACNN configuration every run shares (default: the ``fast`` preset of ``data``).
+        baseline_config: the baseline's run (default: ``RunConfig.baseline("cpu", data=data)``).
+        progress: progress bars.
+        tolerance: the pixels of ``pointing_game_tol``.
+        figure_images: defective images in the figure.
+
+    Returns:
+        A :class:`MethodsStudy`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .compare import compare_methods
+    from .weibull import WeibullDetector
+
+    if data not in ("characters", "textile"):
+        raise ValueError(f"data must be 'characters' or 'textile', not {data!r}")
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    base = base or RunConfig.preset("fast", data=data)
+    base = RunConfig(base.model, base.data, replace(base.train, eval_localisation=True))
+    test = split(base, "test", n=test_size)
+
+    def fit(cfg: RunConfig, label: str, seed: int) -> Run:
+        folder = None if run_dir is None else Path(run_dir) / f"{label}_seed{seed}"
+        cfg = RunConfig(cfg.model, cfg.data, replace(cfg.train, seed=seed))
+        return train(cfg, folder, resume=folder is not None, progress=progress)
+
+    variants: list[tuple[str, str, str, RunConfig]] = []  # (name, folder label, supervision, config)
+    for entry in aggregations:
+        name, knobs = (entry, {}) if isinstance(entry, str) else (entry[0], dict(entry[1]))
+        label = name + "".join(f"_{k.split('_')[-1]}{v:g}" for k, v in knobs.items())
+        shown = "SACNN" + ("" if name == "max" else " (" + name + "".join(
+            f" {k.split('_')[-1]}={v:g}" for k, v in knobs.items()) + ")")
+        variants.append((shown, label, "weak", RunConfig(replace(base.model, aggregation=name, **knobs),
+                                                         base.data, base.train)))
+    if supervised:
+        variants.append(("supervised (masks)", "supervised", "full",
+                         RunConfig(base.model, base.data, replace(base.train, supervision="mask"))))
+    detector = None
+    if weibull:
+        patch = weibull_patch or (32 if data == "textile" else 16)
+        if data == "textile":
+            from .experiment import textile_split
+
+            unlabelled = textile_split(base, "Train").images
+        else:
+            from .sources import source_for
+
+            unlabelled = source_for(base).generators[0].generate(base.data.train_seed, np.arange(500)).images
+        detector = WeibullDetector(patch=patch).fit(unlabelled)
+
+    runs: dict[str, Run] = {}
+    rows, figure = [], None
+    for i, seed in enumerate(seeds):
+        methods: dict[str, Any] = {}
+        kinds: dict[str, str] = {}
+        for shown, label, kind, cfg in variants:
+            run = fit(cfg, label, seed)
+            runs[f"{shown} seed {seed}"] = methods[shown] = run
+            kinds[shown] = kind
+        if baseline and i < baseline_seeds:
+            run = fit(baseline_config or RunConfig.baseline("cpu", data=data), "gradcam", seed)
+            runs[f"Grad-CAM seed {seed}"] = methods["Grad-CAM (VGG19-BN, reduced)"] = run
+            kinds["Grad-CAM (VGG19-BN, reduced)"] = "weak"
+        if detector is not None and i == 0:
+            methods["Weibull features"] = detector
+            kinds["Weibull features"] = "none"
+        c = compare_methods(methods, test, tolerance=tolerance, keep_predictions=False,
+                            figure_images=figure_images,
+                            figure_title=f"the same {data} test images under every method")
+        if figure is None:
+            figure = c.figure
+        for name, row in c.summary.iterrows():
+            rows.append({"method": name, "supervision": SUPERVISION[kinds[name]], "seed": seed,
+                         **{k: row[k] for k in c.summary.columns}})
+    per_seed = pd.DataFrame(rows)
+    out = {}
+    for name, g in per_seed.groupby("method", sort=False):
+        row: dict[str, Any] = {"supervision": g["supervision"].iloc[0], "seeds": len(g)}
+        for k in METHOD_FIGURES:
+            row[k] = float(g[k].mean())
+            row[f"{k}_std"] = float(g[k].std(ddof=1)) if len(g) > 1 else 0.0
+        out[name] = row
+    return MethodsStudy(pd.DataFrame.from_dict(out, orient="index"), per_seed, figure, runs)

@@ -22,7 +22,7 @@ from torch import nn
 
 from data_gen.malloc import keep_freed_memory
 
-from .competition import competition_loss, image_scores
+from .competition import competition_loss, image_scores, mask_loss
 from .config import TrainConfig
 from .history import History
 
@@ -123,7 +123,9 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: i
 
 class Trainer:
     """Trains a SACNN-style model (logits ``(B, 1+K, s, t)``) with the competition loss, or any other
-    classifier that brings its own loss.
+    classifier that brings its own loss; with ``config.supervision == "mask"``, SACNN's network against
+    the batches' true masks as well (:func:`~sacnn_lab.competition.mask_loss` plus the competition loss:
+    the supervised reference).
 
     A model may define ``loss(logits, labels, class_weights, reduction) -> Tensor`` and
     ``image_scores(logits) -> (B,) or (B, K)`` (the defective probability); the trainer then uses them
@@ -210,7 +212,17 @@ class Trainer:
         y = batch["label"].to(self.device, non_blocking=True)
         with self.autocast():
             logits = self.model(x)
-        loss = self.loss(logits.float(), y)
+        if self.config.supervision == "mask":
+            if "mask" not in batch:
+                raise ValueError("supervision='mask' needs training batches with true masks ('mask'); this "
+                                 "source gives none")
+            # every cell against the mask, and the image's winner against its label: the supervised
+            # reference is given everything SACNN is given, and the masks besides
+            loss = mask_loss(logits.float(), batch["mask"].to(self.device, non_blocking=True), y,
+                             class_weights=self.config.class_weights,
+                             reduction=self.config.reduction) + self.loss(logits.float(), y)
+        else:
+            loss = self.loss(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip is not None:

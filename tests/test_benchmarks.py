@@ -26,7 +26,8 @@ def _run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) ->
 def test_every_benchmark_is_found():
     assert {p.name for p in SCRIPTS} >= {"cuda_check.py", "compare_gradcam.py", "train_characters.py",
                                          "train_textile.py", "generator_speed.py", "preset_ablation.py",
-                                         "real_surfaces.py", "aggregation_study.py", "weibull_detector.py"}
+                                         "real_surfaces.py", "aggregation_study.py", "weibull_detector.py",
+                                         "methods_table.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -91,3 +92,16 @@ def test_weibull_detector_measures_the_unsupervised_reference_on_a_dagm_folder(t
     res = _run("benchmarks/weibull_detector.py", "--folder", str(tmp_path / "t" / "Class1"), "--patch", "16")
     assert res.returncode == 0, res.stderr
     assert "6 Test images" in res.stdout and "pointing game" in res.stdout and "ms per image" in res.stdout
+
+
+def test_methods_table_prints_a_row_per_method_and_writes_its_table(tmp_path):
+    out = tmp_path / "methods"
+    res = _run("benchmarks/methods_table.py", "--epochs", "1", "--samples-per-epoch", "32", "--test-size", "16",
+               "--seeds", "0", "1", "--no-baseline", "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    rows = [ln.split(" | ")[0].strip("| ") for ln in res.stdout.splitlines() if ln.startswith("| ")][1:]
+    assert rows == ["SACNN", "SACNN (mean)", "SACNN (lse r=5)", "SACNN (topk k=0.05)", "supervised (masks)",
+                    "Weibull features"]
+    assert " ± " in res.stdout  # two seeds: a spread
+    assert (out / "maps.png").stat().st_size > 10_000 and (out / "table.md").is_file()
+    assert len((out / "per_seed.csv").read_text().splitlines()) == 1 + 5 * 2 + 1
