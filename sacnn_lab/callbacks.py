@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .history import History, atomic_write_bytes
+from .history import History
+from .runfolder import atomic_write_bytes
 from .inference import predict
 from .metrics import classification, pointing_game
 from .trainer import Callback, Trainer, epoch_steps

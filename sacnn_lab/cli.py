@@ -362,7 +362,7 @@ def _write_predictions(out: Path, results: list[dict]) -> None:
     import csv
     import io
 
-    from .history import atomic_write_bytes
+    from .runfolder import atomic_write_bytes
 
     atomic_write_bytes(out / "predictions.json", json.dumps(results, indent=1).encode())
     buf = io.StringIO()
@@ -380,7 +380,7 @@ def _write_predictions(out: Path, results: list[dict]) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from . import plots
-    from .data import read_image
+    from .images import read_image
     from .experiment import load_model
     from .inference import localise, predict
     from .model import SACNN, receptive_field

@@ -25,7 +25,8 @@ from .callbacks import (Checkpointer, Evaluator, NanGuard, ProbeRecorder, Progre
                         evaluate_arrays, read_checkpoint)
 from .config import RunConfig
 from .data import FolderSet
-from .history import History, atomic_write_bytes
+from .history import History
+from .runfolder import atomic_write_bytes
 from .model import SACNN
 from .runfolder import check_run_folder, run_lock
 from .sources import (SPLITS_FILE, CharacterSource, ClassFolderSource, DagmSource, LabelledFolderSource,

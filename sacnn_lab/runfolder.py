@@ -20,6 +20,27 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that a reader sees the old or the new content, never half of it; a failed write
+    (a full or read-only disk) leaves the old file and no temporary one."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:  # a full or read-only disk, Ctrl-C: no stray temporary file
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+
+
 try:
     import fcntl
 except ImportError:  # Windows: exclusive creation and the owner's process id instead

@@ -311,7 +311,7 @@ class ClassFolderSource(DataSource):
         common size."""
         from collections import Counter
 
-        from .data import image_size_of
+        from .images import image_size_of
 
         d = self.config.data
         if d.resize is not None:
@@ -461,7 +461,7 @@ class ClassFolderSource(DataSource):
 
     def _scaled(self, path: str, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
         """``boxes`` of the image ``path`` in the coordinates of its image brought to :attr:`size`."""
-        from .data import image_size_of
+        from .images import image_size_of
 
         (h0, w0), (h, w) = image_size_of(self.root / path), self.size
         b = np.asarray(boxes, np.float64) * [w / w0, h / h0, w / w0, h / h0]
