@@ -1,4 +1,4 @@
-"""``sacnn-lab`` command line: train, evaluate, predict, compare, demo, gallery.
+"""``sacnn-lab`` command line: train, evaluate, predict, export, compare, demo, gallery.
 
     sacnn-lab demo                                              # the main job: train on CPU, show maps
     sacnn-lab train --data characters --preset fast --out runs/fast
@@ -8,6 +8,8 @@
     sacnn-lab evaluate --checkpoint runs/fast --data characters --json
     sacnn-lab evaluate --checkpoint runs/fast --data data/test  # a labelled folder
     sacnn-lab predict --checkpoint runs/fast --out runs/pred img1.png img2.png
+    sacnn-lab export --checkpoint runs/fast --out model.onnx      # ONNX + model.json, verified
+    sacnn-lab predict --model model.onnx --out runs/pred images/   # onnxruntime, no torch
     sacnn-lab gallery --out runs/gallery.png
 """
 
@@ -118,8 +120,7 @@ def _run_config(args: argparse.Namespace):
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .competition import AGGREGATIONS
-    from .config import BEST_METRICS, SUPERVISIONS
+    from .config import AGGREGATIONS, BEST_METRICS, SUPERVISIONS
 
     p.add_argument("--data", default="characters",
                    help="training data: characters (default), textile (the generated DAGM-like set), a "
@@ -378,33 +379,82 @@ def _write_predictions(out: Path, results: list[dict]) -> None:
     atomic_write_bytes(out / "predictions.csv", buf.getvalue().encode())
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from . import plots
-    from .images import read_image
+def _scorer(args: argparse.Namespace):
+    """``(score_map, field, box_size)`` for ``predict``: ``score_map(image)`` gives ``(score, map, called
+    type or None)`` of one uint8 image, from the checkpoint through PyTorch, or from the exported graph
+    through onnxruntime (``--model``: torch is not imported); ``field`` the network's visual field in px
+    (``None`` where unknown); ``box_size`` the NMS boxes' side; ``color`` whether images are read as RGB."""
+    if (args.model is None) == (args.checkpoint is None):
+        raise ValueError("give --checkpoint (a run folder or checkpoint, run through PyTorch) or --model (an "
+                         "exported .onnx, run through onnxruntime), not both")
+    if args.model is not None:
+        from .runtime import OnnxModel
+
+        onnx = OnnxModel(args.model)
+        if not onnx.maps:
+            raise ValueError(f"{args.model} gives a score only (the Grad-CAM baseline's export: its maps need "
+                             f"gradients); predict needs a SACNN export")
+        types = onnx.meta.get("defect_types")
+        field = onnx.meta.get("receptive_field")
+
+        def from_onnx(img: np.ndarray):
+            p = onnx.predict(img, tile=args.tile)
+            called = types[int(p.types[0].argmax())] if types and len(types) > 1 else None
+            return float(p.score[0]), p.map[0], called
+
+        return from_onnx, field, int(field) if field else None, onnx.channels == 3
+    if args.tile is not None:
+        raise ValueError("--tile cuts large images for the exported model (--model); a checkpoint runs each image "
+                         "in one pass")
     from .experiment import load_model
-    from .inference import localise, predict
+    from .inference import predict
     from .model import SACNN, receptive_field
 
     model, config = load_model(args.checkpoint)
     field = None
     if isinstance(model, SACNN) and config.model.backbone is None:
         field = receptive_field(config.model)[-1]["rf"]
-    paths = _image_paths(args.images)
+
+    def from_torch(img: np.ndarray):
+        if isinstance(model, SACNN):
+            model.feature_size(*img.shape[:2])  # too small for the poolings: a clear error, not torch's
+        p = predict(model, img[None])
+        whole = p.any_type()  # several defect types: any of them
+        called = None  # a K-type run: the type whose layer scores highest
+        if p.score.ndim == 2 and config.data.defect_types:
+            called = config.data.defect_types[int(p.score[0].argmax())]
+        return float(whole.score[0]), whole.map[0].numpy(), called
+
     color = getattr(config.model, "in_channels", 1) == 3 and config.data.color
+    return from_torch, field, field, color
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_run, sidecar_path
+
+    meta = export_run(args.checkpoint, args.out, size=args.size)
+    v = meta["verified"]
+    sizes = ", ".join(f"{w}×{h}" for h, w in v["sizes"])
+    print(f"{args.out}: {meta['model']}, {'score and map' if meta['maps'] else 'score only (no map: gradients)'}; "
+          f"checked against PyTorch at {sizes}: scores within {v['score_max_diff']:.1e}, maps within "
+          f"{v['map_max_diff']:.1e} (tolerance {v['tolerance']:g}); {sidecar_path(args.out)} beside it")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from . import plots
+    from .images import read_image
+    from .localise import localise
+
+    score_map, field, box_size, color = _scorer(args)
+    paths = _image_paths(args.images)
     out = Path(args.out)
     results, failed = [], 0
     for path, rel in zip(paths, _output_names(paths)):
         try:
             img = read_image(path, color=color)  # a photograph of any common format, as gray (or RGB)
-            if isinstance(model, SACNN):
-                model.feature_size(*img.shape[:2])  # too small for the poolings: a clear error, not torch's
-            p = predict(model, img[None])
-            whole = p.any_type()  # several defect types: any of them
-            score = float(whole.score[0])
-            called = None  # a K-type run: the type whose layer scores highest
-            if p.score.ndim == 2 and config.data.defect_types:
-                called = config.data.defect_types[int(p.score[0].argmax())]
-            if not math.isfinite(score) or not np.isfinite(p.map.numpy()).all():
+            score, m, called = score_map(img)
+            if not math.isfinite(score) or not np.isfinite(m).all():
                 raise FloatingPointError(f"the model gives non-finite output for {path} (its weights or this "
                                          f"image): no score to report")
         except (ValueError, FileNotFoundError, FloatingPointError) as exc:
@@ -412,11 +462,10 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             results.append({"image": str(path), "error": str(exc)})
             continue
-        m = whole.map[0].numpy()
         if field is not None and min(img.shape[:2]) < field:
             print(f"warning: {path} is {img.shape[1]}×{img.shape[0]} px, smaller than the network's "
                   f"{field:g} px visual field: its score and map mean little", file=sys.stderr)
-        boxes = localise(m, method=args.method, config=config.model) if score >= 0.5 else []
+        boxes = localise(m, method=args.method, box_size=box_size) if score >= 0.5 else []
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         plots.prediction(img, m, boxes=[(b.x0, b.y0, b.x1, b.y1) for b in boxes], score=score, name=str(path),
@@ -532,7 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "that cannot be scored is reported and listed there with its error, and "
                                    "the others go on; exit status 1 when some could not be scored, 2 when "
                                    "none could.")
-    r.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    r.add_argument("--checkpoint", help="checkpoint file or run folder (run through PyTorch)")
+    r.add_argument("--model", help="an exported model.onnx (sacnn-lab export), run through onnxruntime without "
+                                   "torch; give this or --checkpoint")
+    r.add_argument("--tile", type=int, metavar="PX",
+                   help="with --model: cut images larger than PX × PX into overlapping tiles (the map equals one "
+                        "pass; memory bounded by the tile); default: each image in one pass")
     r.add_argument("--out", default="runs/predict", help="folder for the overlays, predictions.json and "
                                                           "predictions.csv (default: runs/predict)")
     r.add_argument("--method", choices=["threshold", "otsu", "nms"], default="threshold",
@@ -540,6 +594,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "Otsu's threshold of the map, or peaks with non-maximum suppression")
     r.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF), or folders: every image below")
     r.set_defaults(run=_predict)
+    x = sub.add_parser("export", help="export a run's model to ONNX, verified against PyTorch",
+                       description="Export a run's model to one ONNX graph (dynamic batch, height and width; the "
+                                   "input scaling inside: feed [0, 1] images) with a JSON beside it (input "
+                                   "convention, thresholds, receptive field and stride, versions, the config's "
+                                   "hash). Every export is checked: onnx.checker, then onnxruntime against "
+                                   "PyTorch on two other sizes. The Grad-CAM baseline exports its score only (its "
+                                   "maps need gradients).")
+    x.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    x.add_argument("--out", default="model.onnx", help="the .onnx file (default: model.onnx; the JSON beside it)")
+    x.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="the example input's size (default: the training size)")
+    x.set_defaults(run=_export)
     c = sub.add_parser("compare", help="SACNN against the Grad-CAM baseline: metrics, figure, map cost")
     c.add_argument("--sacnn", required=True, help="SACNN run folder or checkpoint")
     c.add_argument("--baseline", required=True, help="baseline run folder or checkpoint")

@@ -42,20 +42,12 @@ from typing import Sequence
 
 import torch
 
+from .config import AGGREGATIONS, _check_aggregation  # noqa: F401 (AGGREGATIONS re-exported)
+
 __all__ = ["defect_layers", "image_scores", "winning_pixels", "competition_loss", "pool", "AGGREGATIONS",
            "cell_targets", "mask_loss"]
 
 REDUCTIONS = ("sum", "mean", "none")
-AGGREGATIONS = ("max", "mean", "lse", "topk")
-
-
-def _check_aggregation(aggregation: str, lse_r: float, topk_k: float) -> None:
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {aggregation!r}")
-    if not lse_r > 0 or lse_r != lse_r or lse_r == float("inf"):
-        raise ValueError(f"lse_r (the sharpness of log-sum-exp pooling) must be a finite number > 0, not {lse_r}")
-    if not topk_k > 0 or topk_k != topk_k or (topk_k >= 1 and topk_k != int(topk_k)):
-        raise ValueError(f"topk_k must be a whole count >= 1 or a share of the pixels in (0, 1), not {topk_k}")
 
 
 def topk_count(topk_k: float, pixels: int) -> int:

@@ -134,8 +134,6 @@ class ModelConfig:
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}, not {self.input_norm!r}")
         if not _finite(self.lse_r) or not _finite(self.topk_k):
             raise ValueError(f"lse_r and topk_k must be finite numbers, not {self.lse_r!r}, {self.topk_k!r}")
-        from .competition import _check_aggregation  # pure maths on tensors: no model code
-
         _check_aggregation(self.aggregation, float(self.lse_r), float(self.topk_k))
         if self.backbone_stride & (self.backbone_stride - 1):
             raise ValueError(f"backbone_stride must be a power of 2, not {self.backbone_stride}")
@@ -295,6 +293,18 @@ class BaselineConfig:
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
 SUPERVISIONS = ("image", "mask")
+AGGREGATIONS = ("max", "mean", "lse", "topk")
+"""How a defective layer's pixels become the image's probability (see :mod:`sacnn_lab.competition`)."""
+
+
+def _check_aggregation(aggregation: str, lse_r: float, topk_k: float) -> None:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {aggregation!r}")
+    if not lse_r > 0 or lse_r != lse_r or lse_r == float("inf"):
+        raise ValueError(f"lse_r (the sharpness of log-sum-exp pooling) must be a finite number > 0, not {lse_r}")
+    if not topk_k > 0 or topk_k != topk_k or (topk_k >= 1 and topk_k != int(topk_k)):
+        raise ValueError(f"topk_k must be a whole count >= 1 or a share of the pixels in (0, 1), not {topk_k}")
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BEST_METRICS = ("val_accuracy", "val_precision", "val_recall", "val_f1", "val_auroc", "val_pointing_game")
 

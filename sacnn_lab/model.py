@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from .competition import competition_loss, image_scores
 from .config import ModelConfig
 
-__all__ = ["ConvBlock", "SACNN", "normalise_input", "receptive_field", "suggest_blocks"]
+__all__ = ["ConvBlock", "SACNN", "background_gray", "normalise_input", "receptive_field", "suggest_blocks"]
 
 # transformer models have no convolutional prefix to cut, or keep features channels-last
 _UNCUTTABLE = ("vit_", "swin_", "maxvit")
@@ -94,7 +94,17 @@ class ConvBlock(nn.Module):
 _GRAY_MEAN, _GRAY_STD = 0.449, 0.226
 
 
-def normalise_input(x: torch.Tensor, how: str = "centre") -> torch.Tensor:
+def background_gray(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, 1, 1)``: the lower median of every other row and column of each image and channel of ``(B, C, H, W)``
+    images, what ``"abs_deviation"`` takes as their background gray (the same value inside an exported graph,
+    where ONNX has no median, from a sort)."""
+    quarter = x[..., ::2, ::2].flatten(2)
+    if torch.compiler.is_exporting():
+        return quarter.sort(dim=-1).values[..., (quarter.shape[-1] - 1) // 2][..., None, None]
+    return quarter.median(dim=-1).values[..., None, None]
+
+
+def normalise_input(x: torch.Tensor, how: str = "centre", background: torch.Tensor | None = None) -> torch.Tensor:
     """Scale images ``(B, C, H, W)`` in [0, 1] for the network (see ``ModelConfig.input_norm`` and
     ``BaselineConfig.input_norm``).
 
@@ -103,11 +113,15 @@ def normalise_input(x: torch.Tensor, how: str = "centre") -> torch.Tensor:
     The median is taken over every other row and column (a quarter of the pixels: 4× cheaper, and a
     background estimate as good). ``"imagenet"``: ``(x - 0.449) / 0.226``, ImageNet's statistics averaged
     over the colours (what pretrained torchvision weights expect). Returns a tensor of the same shape.
+
+    ``background``: ``(B, C, 1, 1)`` (or broadcastable) grays that ``"abs_deviation"`` takes instead of each
+    image's own median (:func:`background_gray`): a large image cut into tiles keeps the whole image's.
     """
     if how == "centre":
         return (x - 0.5) / 0.5
     if how == "abs_deviation":
-        background = x[..., ::2, ::2].flatten(2).median(dim=-1).values[..., None, None]
+        if background is None:
+            background = background_gray(x)
         return (x - background).abs_().mul_(4.0)
     if how == "imagenet":
         return (x - _GRAY_MEAN) / _GRAY_STD
@@ -177,11 +191,13 @@ class SACNN(nn.Module):
         (:func:`~sacnn_lab.competition.image_scores`)."""
         return image_scores(logits, **self.aggregation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
         """Per-pixel class logits.
 
         Args:
             x: images ``(B, in_channels, H, W)``, float, values in [0, 1].
+            background: with ``input_norm="abs_deviation"``, the background grays ``(B, C, 1, 1)`` to take
+                instead of each image's own (see :func:`normalise_input`); ``None``: their own.
 
         Returns:
             Logits ``(B, 1 + K, s, t)``; channel 0 is defect-free, channels 1..K the defect types.
@@ -190,7 +206,7 @@ class SACNN(nn.Module):
             raise ValueError(
                 f"expected images (B, {self.config.in_channels}, H, W), got shape {tuple(x.shape)}"
             )
-        x = normalise_input(x, self.config.input_norm)
+        x = normalise_input(x, self.config.input_norm, background)
         if self.config.input_pool > 1:
             x = F.avg_pool2d(x, self.config.input_pool)
         return self.head(self.extractor(x))
