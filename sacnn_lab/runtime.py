@@ -140,8 +140,8 @@ class OnnxModel:
 
         self.path = Path(path)
         self.meta = read_sidecar(path)
+        ort.set_default_logger_severity(3)  # the optional input's default (an initializer) is a note, not a problem
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # the optional input's initializer is a note, not a problem
         if threads:
             options.intra_op_num_threads = int(threads)
         available = ort.get_available_providers()

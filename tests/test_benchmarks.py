@@ -27,7 +27,7 @@ def test_every_benchmark_is_found():
     assert {p.name for p in SCRIPTS} >= {"cuda_check.py", "compare_gradcam.py", "train_characters.py",
                                          "train_textile.py", "generator_speed.py", "preset_ablation.py",
                                          "real_surfaces.py", "aggregation_study.py", "weibull_detector.py",
-                                         "methods_table.py"}
+                                         "methods_table.py", "export_latency.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -105,3 +105,11 @@ def test_methods_table_prints_a_row_per_method_and_writes_its_table(tmp_path):
     assert " ± " in res.stdout  # two seeds: a spread
     assert (out / "maps.png").stat().st_size > 10_000 and (out / "table.md").is_file()
     assert len((out / "per_seed.csv").read_text().splitlines()) == 1 + 5 * 2 + 1
+
+
+def test_export_latency_times_pytorch_and_onnxruntime(tmp_path):
+    res = _run("benchmarks/export_latency.py", "--quick", "--repeats", "1", "--batches", "1", "--device", "cpu",
+               "--out", str(tmp_path / "lat.csv"))
+    assert res.returncode == 0, res.stderr
+    assert "pytorch" in res.stdout and "onnxruntime" in res.stdout and "images/s" in res.stdout
+    assert len((tmp_path / "lat.csv").read_text().splitlines()) == 1 + 2
