@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "images_per_s": 1e3 / float(np.median(t))})
                         r = rows[-1]
                         print(f"{device:4s} {name:10s} {r['size']:>9s} batch {batch:3d} {framework:11s} "
-                              f"p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  {r['images_per_s']:8.1f} images/s",
+                              f"p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
+                              f"{r['images_per_s']:8.1f} images/s",
                               flush=True)
                 model.cpu()
     if args.out:

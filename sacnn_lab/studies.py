@@ -132,12 +132,15 @@ class MethodsStudy:
         summary: one row per method: ``supervision`` (what labels it learnt from), ``seeds``, and for each of
             :data:`METHOD_FIGURES` its mean over the seeds and ``<figure>_std`` (0 for one seed).
         per_seed: one row per (method, seed): the :func:`~sacnn_lab.compare.compare_methods` summary.
+        epochs: one row per (method, seed, epoch) of the trained methods: ``train_time``, ``train_loss`` and
+            their held-out :data:`AGGREGATION_FIGURES` after each epoch (for :func:`~sacnn_lab.plots.study_curves`).
         figure: the same test images under every method (the first seed's runs).
         runs: ``"<method> seed <s>"`` → its :class:`~sacnn_lab.experiment.Run`.
     """
 
     summary: Any
     per_seed: Any
+    epochs: Any
     figure: Any
     runs: dict[str, Run] = field(default_factory=dict)
 
@@ -225,7 +228,7 @@ def methods_study(data: str = "characters", seeds: Sequence[int] = (0,), run_dir
         detector = WeibullDetector(patch=patch).fit(unlabelled)
 
     runs: dict[str, Run] = {}
-    rows, figure = [], None
+    rows, epoch_rows, figure = [], [], None
     for i, seed in enumerate(seeds):
         methods: dict[str, Any] = {}
         kinds: dict[str, str] = {}
@@ -240,6 +243,10 @@ def methods_study(data: str = "characters", seeds: Sequence[int] = (0,), run_dir
         if detector is not None and i == 0:
             methods["Weibull features"] = detector
             kinds["Weibull features"] = "none"
+        for name, m in methods.items():
+            for rec in getattr(getattr(m, "history", None), "epochs", []):
+                epoch_rows.append({"method": name, "seed": seed, **{k: rec.get(k) for k in (
+                    "epoch", "train_time", "train_loss", *AGGREGATION_FIGURES)}})
         c = compare_methods(methods, test, tolerance=tolerance, keep_predictions=False,
                             figure_images=figure_images,
                             figure_title=f"the same {data} test images under every method")
@@ -256,4 +263,77 @@ def methods_study(data: str = "characters", seeds: Sequence[int] = (0,), run_dir
             row[k] = float(g[k].mean())
             row[f"{k}_std"] = float(g[k].std(ddof=1)) if len(g) > 1 else 0.0
         out[name] = row
-    return MethodsStudy(pd.DataFrame.from_dict(out, orient="index"), per_seed, figure, runs)
+    return MethodsStudy(pd.DataFrame.from_dict(out, orient="index"), per_seed, pd.DataFrame(epoch_rows), figure,
+                        runs)
+
+
+def winner_drift(history: Any, epochs: Sequence[int] | None = None) -> Any:
+    """Where each defective probe image's winner lies, epoch by epoch: the material to see *how* a pointing game
+    changes (which images lose their pointing, whether their winners slide off the defect or jump to another
+    place, whether the maps spread).
+
+    Args:
+        history: a run's :class:`~sacnn_lab.history.History` (its probe maps; ``DataConfig.probe_size``
+            sets how many images it follows).
+        epochs: the recorded epochs to read (default: all).
+
+    Returns:
+        A DataFrame with one row per (defective probe image with boxes, epoch): ``image``, ``epoch``,
+        ``score`` (the image's probability), ``hit`` (the map's maximum inside a true box), ``distance`` (px from
+        the maximum to the nearest true box; 0 inside), ``peak`` (the map's maximum), ``area`` (share of the
+        map above 0.5) and ``ties`` (share of the map within 1 % of its maximum: a saturated plateau where
+        the winner is arbitrary).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .metrics import point_in_boxes
+
+    epochs = list(history.recorded_epochs if epochs is None else epochs)
+    boxes = history.probe_boxes
+    chosen = [i for i in history.probe_indices("defective") if (boxes[i, :, 0] >= 0).any()]
+    rows = []
+    for e in epochs:
+        maps = history.maps_upsampled(e)
+        scores = history.probe_scores.get(e)
+        for i in chosen:
+            m = maps[i]
+            flat = int(np.argmax(m))
+            y, x = divmod(flat, m.shape[1])
+            bx = [tuple(int(v) for v in b) for b in boxes[i] if b[0] >= 0]
+            dist = min(float(np.hypot(max(b[0] - x, 0, x - (b[2] - 1)), max(b[1] - y, 0, y - (b[3] - 1))))
+                       for b in bx)
+            peak = float(m.max())
+            rows.append({"image": i, "epoch": e, "score": float(scores[i]) if scores is not None else float("nan"),
+                         "hit": bool(point_in_boxes(y, x, bx)), "distance": dist, "peak": peak,
+                         "area": float((m > 0.5).mean()), "ties": float((m >= 0.99 * peak).mean())})
+    return pd.DataFrame(rows)
+
+
+def drift_summary(drift: Any, early: int, late: int, field: float) -> dict[str, float]:
+    """How the pointing changed between two epochs of :func:`winner_drift`'s table.
+
+    Args:
+        drift: the table.
+        early, late: the two epochs.
+        field: the network's visual field in px: a lost winner farther than it from the defect has *jumped*
+            (another place of the image won), a nearer one has *slid* off the defect's edge.
+
+    Returns:
+        ``hits_early``, ``hits_late`` (pointing games on these images), ``lost`` and ``won`` (images that
+        changed), ``jumped`` and ``slid`` (of the lost), ``median_distance_lost`` (px), and the mean ``area``
+        and ``ties`` at each epoch (``area_early`` ...).
+    """
+    import numpy as np
+
+    a = drift[drift["epoch"] == early].set_index("image")
+    b = drift[drift["epoch"] == late].set_index("image")
+    lost = a.index[a["hit"] & ~b.loc[a.index, "hit"]]
+    won = a.index[~a["hit"] & b.loc[a.index, "hit"]]
+    far = b.loc[lost, "distance"]
+    return {"images": float(len(a)), "hits_early": float(a["hit"].mean()), "hits_late": float(b["hit"].mean()),
+            "lost": float(len(lost)), "won": float(len(won)), "jumped": float((far > field).sum()),
+            "slid": float((far <= field).sum()),
+            "median_distance_lost": float(np.median(far)) if len(far) else float("nan"),
+            "area_early": float(a["area"].mean()), "area_late": float(b["area"].mean()),
+            "ties_early": float(a["ties"].mean()), "ties_late": float(b["ties"].mean())}

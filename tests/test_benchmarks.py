@@ -27,7 +27,7 @@ def test_every_benchmark_is_found():
     assert {p.name for p in SCRIPTS} >= {"cuda_check.py", "compare_gradcam.py", "train_characters.py",
                                          "train_textile.py", "generator_speed.py", "preset_ablation.py",
                                          "real_surfaces.py", "aggregation_study.py", "weibull_detector.py",
-                                         "methods_table.py", "export_latency.py"}
+                                         "methods_table.py", "export_latency.py", "pointing_drift.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -113,3 +113,11 @@ def test_export_latency_times_pytorch_and_onnxruntime(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "pytorch" in res.stdout and "onnxruntime" in res.stdout and "images/s" in res.stdout
     assert len((tmp_path / "lat.csv").read_text().splitlines()) == 1 + 2
+
+
+def test_pointing_drift_follows_the_winners_of_each_variant(tmp_path):
+    res = _run("benchmarks/pointing_drift.py", "--epochs", "2", "--samples-per-epoch", "64", "--early-epochs", "1",
+               "--probe", "12", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("pointing game peaked at epoch") == 2 and "jumped" in res.stdout
+    assert (tmp_path / "drift.csv").is_file() and (tmp_path / "constant" / "checkpoint.pt").is_file()

@@ -159,6 +159,9 @@ def test_methods_study_puts_every_method_on_one_table(tmp_path):
     assert study.summary.loc["SACNN", "accuracy_std"] == pytest.approx(per["accuracy"].std(ddof=1))
     assert (tmp_path / "supervised_seed1" / "checkpoint.pt").is_file()
     assert isinstance(study.figure, Figure) and len(study.runs) == 7
+    curves = study.epochs[study.epochs["seed"] == 0]
+    assert len(curves) == 4 * 2 and set(curves["method"]) == set(names[:4])  # 4 trained methods, 2 epochs each
+    assert curves["val_pointing_game"].notna().all()
     # a finished study is read back, not trained again
     again = methods_study("characters", seeds=(0, 1), run_dir=tmp_path, aggregations=("max", "mean"), base=base,
                           baseline_config=vgg, weibull=False, progress=False, figure_images=2)

@@ -31,3 +31,25 @@ def test_the_aggregation_study_trains_each_pooling_alike_and_measures_the_maps_e
         assert 0 <= last["test_accuracy"] <= 1 and "test_compactness_otsu" in rows.columns
     with pytest.raises(ValueError, match="aggregation must be one of"):
         aggregation_study(["median"], base=base, progress=False)
+
+
+def test_winner_drift_follows_each_probe_winner():
+    import numpy as np
+
+    from sacnn_lab.history import History
+    from sacnn_lab.studies import drift_summary, winner_drift
+
+    h = History()
+    h.probe_images = np.zeros((3, 32, 32), np.uint8)
+    h.probe_labels = np.array([1, 1, 0], np.uint8)
+    h.probe_boxes = np.full((3, 1, 4), -1, np.int32)
+    h.probe_boxes[0, 0] = h.probe_boxes[1, 0] = (0, 0, 8, 8)
+    on, off = np.zeros((4, 4), np.float16), np.zeros((4, 4), np.float16)
+    on[0, 0], off[3, 3] = 0.9, 0.9
+    h.probe_maps = {1: np.stack([on, on, on]), 2: np.stack([on, off, on])}
+    h.probe_scores = {1: np.full(3, 0.9, np.float32), 2: np.full(3, 0.9, np.float32)}
+    d = winner_drift(h)
+    assert len(d) == 4 and set(d["image"]) == {0, 1}  # the defective images with boxes only
+    assert d.query("epoch == 2 and image == 1")["distance"].item() > 20
+    s = drift_summary(d, 1, 2, field=10)
+    assert (s["hits_early"], s["hits_late"], s["lost"], s["jumped"], s["slid"]) == (1.0, 0.5, 1.0, 1.0, 0.0)
