@@ -210,19 +210,26 @@ def _summary(metrics: dict) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .distributed import ranks_from_env
     from .experiment import check_can_train, train
     from .trainer import resolve_device
 
+    ranks = ranks_from_env()  # under torchrun: only rank 0 speaks (and writes)
     check_can_train(args.out, args.resume)  # a refused folder says so before anything is chosen or trained
     cfg, chosen = _run_config(args)
     dev = resolve_device(cfg.train.device)
     what = f"the {cfg.model.name} baseline" if cfg.is_baseline else "SACNN"
     preset = "auto" if cfg.data.source == "folder" else args.preset or ("cpu" if cfg.is_baseline else "fast")
-    print(f"training {what} ({preset} preset) on {dev}"
-          + (" with mixed precision" if dev.type == "cuda" and cfg.train.amp else "") + f"; run folder {args.out}")
-    if chosen:
-        print("chosen from the data:\n" + "\n".join(f"  {line}" for line in chosen))
-    run = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if ranks.main:
+        print(f"training {what} ({preset} preset) on {dev}"
+              + (" with mixed precision" if dev.type == "cuda" and cfg.train.amp else "") + f"; run folder {args.out}"
+              + (f"; {ranks.world} processes, a global batch of {ranks.world} × {cfg.train.batch_size}"
+                 if ranks.distributed else ""))
+        if chosen:
+            print("chosen from the data:\n" + "\n".join(f"  {line}" for line in chosen))
+    run = train(cfg, args.out, resume=args.resume, progress=not args.quiet and ranks.main)
+    if not ranks.main:
+        return 0
     if run.nothing_left is not None:
         print(f"nothing left to do: {run.nothing_left}")
         return 0

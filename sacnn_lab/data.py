@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data_gen.characters import CharacterBatch, CharacterConfig, CharacterGenerator
 
+from .distributed import Ranks, positions
 from .images import image_size_of, read_gray, read_image  # noqa: F401 (re-exported: the readers moved there)
 
 
@@ -139,11 +140,14 @@ class GeneratedEpochs:
         early_epochs: how many epochs draw from ``early_generator``.
         masks: the batches also carry the true masks (``mask``, ``(B, S, S)`` bool), for the supervised
             reference (``TrainConfig.supervision="mask"``).
+        ranks: on several processes (:mod:`sacnn_lab.distributed`), each step's global batch holds
+            ``world · batch_size`` samples and this rank draws its share of them (``global_batch`` in each
+            batch says how many the step holds in all).
     """
 
     def __init__(self, generator: CharacterGenerator, seed: int, samples_per_epoch: int, batch_size: int,
                  num_workers: int = 0, chunk: int = 512, early_generator: CharacterGenerator | None = None,
-                 early_epochs: int = 0, masks: bool = False):
+                 early_epochs: int = 0, masks: bool = False, ranks: Ranks | None = None):
         if samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be >= 1, not {samples_per_epoch}")
         if batch_size < 1:
@@ -153,8 +157,9 @@ class GeneratedEpochs:
         if (early_generator is None) != (early_epochs == 0) or early_epochs < 0:
             raise ValueError(f"early_generator and early_epochs >= 1 go together, not early_epochs={early_epochs}")
         self.generator, self.seed = generator, int(seed)
+        self.ranks = ranks or Ranks()
         self.samples_per_epoch, self.batch_size, self.num_workers = samples_per_epoch, batch_size, num_workers
-        self.steps_per_epoch = -(-samples_per_epoch // batch_size)
+        self.steps_per_epoch = -(-samples_per_epoch // (batch_size * self.ranks.world))
         self.chunk = chunk
         self.early_generator, self.early_epochs = early_generator, early_epochs
         self.early_batch_size = batch_size
@@ -172,13 +177,20 @@ class GeneratedEpochs:
 
     def steps_in(self, epoch: int) -> int:
         """Batches in epoch ``epoch`` (``steps_per_epoch`` except in the early epochs)."""
-        return -(-self.samples_per_epoch // self._epoch_source(epoch)[1])
+        return -(-self.samples_per_epoch // (self._epoch_source(epoch)[1] * self.ranks.world))
+
+    def _steps(self, batch_size: int) -> list[tuple[np.ndarray, int]]:
+        """Each step's positions in the epoch for this rank, and the step's global batch size."""
+        g, n = batch_size * self.ranks.world, self.samples_per_epoch
+        return [(positions(lo, min(g, n - lo), self.ranks), min(g, n - lo)) for lo in range(0, n, g)]
 
     def loader(self, epoch: int) -> DataLoader | Iterator[dict[str, torch.Tensor]]:
         """The batches of epoch ``epoch``: dicts as :func:`batch_to_dict` makes them."""
         generator, batch_size = self._epoch_source(epoch)
         ds = CharacterDataset(seed=self.seed, length=self.samples_per_epoch,
                               start=(epoch - 1) * self.samples_per_epoch, generator=generator, masks=self.masks)
+        if self.ranks.distributed:
+            return self._sharded(ds, batch_size)
         if self.num_workers:
             return make_loader(ds, batch_size, shuffle=False, num_workers=self.num_workers)
         return self._chunked(ds, batch_size)
@@ -189,6 +201,20 @@ class GeneratedEpochs:
             part = ds.__getitems__(range(lo, min(lo + chunk, len(ds))))
             for b in range(0, len(part["label"]), batch_size):
                 yield {k: v[b:b + batch_size] for k, v in part.items()}
+
+    def _sharded(self, ds: CharacterDataset, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's share of every step, several steps composed per generator call."""
+        steps = self._steps(batch_size)
+        per_call = max(1, self.chunk // max(1, batch_size))
+        for lo in range(0, len(steps), per_call):
+            group = steps[lo:lo + per_call]
+            part = ds.__getitems__(np.concatenate([p for p, _ in group]).tolist())
+            at = 0
+            for pos, total in group:
+                out = {k: v[at:at + len(pos)] for k, v in part.items()}
+                out["global_batch"] = torch.tensor(total)
+                at += len(pos)
+                yield out
 
 
 class FolderSet:
@@ -391,11 +417,13 @@ class FolderEpochs:
             training process does.
         masks: ``(N, H, W)`` bool true masks: the batches then carry them (``mask``), flipped and turned with
             their images (the supervised reference, ``TrainConfig.supervision="mask"``).
+        ranks: on several processes, each step's global batch holds ``world · batch_size`` images of the
+            epoch's order and this rank takes its share (see :class:`GeneratedEpochs`).
     """
 
     def __init__(self, images: np.ndarray | ImageFiles, labels: np.ndarray, batch_size: int, seed: int = 0,
                  augment: bool = True, quarter_turns: bool = False, brightness: float = 0.0,
-                 num_workers: int = 0, masks: np.ndarray | None = None):
+                 num_workers: int = 0, masks: np.ndarray | None = None, ranks: Ranks | None = None):
         colour = images.ndim == 4 and images.shape[3] == 3
         if (images.ndim != 3 and not colour) or images.dtype != np.uint8 or len(images) != len(labels) \
                 or not len(images):
@@ -413,7 +441,8 @@ class FolderEpochs:
         self.quarter_turns = bool(quarter_turns) and augment and images.shape[1] == images.shape[2]
         self.brightness = float(brightness) if augment else 0.0
         self.num_workers = int(num_workers)
-        self.steps_per_epoch = -(-len(images) // batch_size)
+        self.ranks = ranks or Ranks()
+        self.steps_per_epoch = -(-len(images) // (batch_size * self.ranks.world))
 
     def _draws(self, epoch: int) -> dict[str, np.ndarray]:
         """The epoch's order and every image's augmentation, from ``(seed, epoch)``: the flips first (the
@@ -433,8 +462,10 @@ class FolderEpochs:
         return draws
 
     def batch(self, draws: dict[str, np.ndarray], b: int) -> dict[str, torch.Tensor]:
-        """Batch ``b`` of an epoch whose :meth:`_draws` are ``draws``."""
-        sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        """Batch ``b`` of an epoch whose :meth:`_draws` are ``draws`` (this rank's share of it)."""
+        g, n = self.batch_size * self.ranks.world, len(self.images)
+        total = min(g, n - b * g)
+        sl = positions(b * g, total, self.ranks)
         idx = draws["order"][sl]
         x = to_tensor_images(self.images[idx])
         m = None if self.masks is None else torch.from_numpy(np.asarray(self.masks[idx], bool))
@@ -458,6 +489,8 @@ class FolderEpochs:
         out = {"image": x, "label": torch.from_numpy(self.labels[idx]), "index": torch.from_numpy(idx)}
         if m is not None:
             out["mask"] = m
+        if self.ranks.distributed:
+            out["global_batch"] = torch.tensor(total)
         return out
 
     def loader(self, epoch: int) -> Iterator[dict[str, torch.Tensor]] | DataLoader:

@@ -25,13 +25,13 @@ from .callbacks import (Checkpointer, Evaluator, NanGuard, ProbeRecorder, Progre
                         evaluate_arrays, read_checkpoint)
 from .config import RunConfig
 from .data import FolderSet
+from .distributed import current, init_process_group
 from .history import History
-from .runfolder import atomic_write_bytes
 from .model import SACNN
-from .runfolder import check_run_folder, run_lock
+from .runfolder import atomic_write_bytes, check_run_folder, run_lock
 from .sources import (SPLITS_FILE, CharacterSource, ClassFolderSource, DagmSource, LabelledFolderSource,
                       pointing_masks, source_for)
-from .trainer import Callback, Trainer
+from .trainer import Callback, Trainer, resolve_device
 
 
 @dataclass
@@ -126,16 +126,56 @@ def train(config: RunConfig, run_dir: str | os.PathLike | None = None, resume: b
     plain = _plain(config.to_dict())
     if run_dir is None and config.train.keep_best is not None:
         raise ValueError(f"keep_best={config.train.keep_best!r} writes best.pt into the run folder: give run_dir")
-    if run_dir is None:
-        return _fit(config, plain, None, None, None, progress, callbacks)
-    run_dir = check_run_folder(run_dir)  # a refused folder says so before any data is drawn or glyph rendered
-    created = not run_dir.exists()
+    ranks = init_process_group(resolve_device(config.train.device))  # torchrun: join its process group
+    if ranks.distributed and not ranks.main:
+        return _follow(config, plain, callbacks)
+    announce = _Announcer(ranks)
     try:
-        with run_lock(run_dir):
-            return _train_locked(config, plain, run_dir, resume, progress, callbacks)
-    finally:
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        if run_dir is None:
+            announce({"state": None})
+            return _fit(config, plain, None, None, None, progress, callbacks)
+        run_dir = check_run_folder(run_dir)  # a refused folder says so before any data is drawn or glyph rendered
+        created = not run_dir.exists()
+        try:
+            with run_lock(run_dir):
+                return _train_locked(config, plain, run_dir, resume, progress, callbacks, announce)
+        finally:
+            if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+    except BaseException as exc:
+        announce({"error": f"{type(exc).__name__}: {exc}"})  # the other ranks stop with rank 0's reason
+        raise
+
+
+class _Announcer:
+    """Rank 0 tells the other ranks, once, how the run starts (the state to resume from), or why it does not."""
+
+    def __init__(self, ranks: Any):
+        self.ranks, self.done = ranks, False
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        if self.ranks.distributed and not self.done:
+            import torch.distributed as dist
+
+            dist.broadcast_object_list([message], src=0)
+        self.done = True
+
+
+def _follow(config: RunConfig, plain: dict[str, Any], callbacks: Sequence[Callback]) -> Run:
+    """A rank other than 0: train silently from the state rank 0 announces; write nothing."""
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    dist.broadcast_object_list(box, src=0)
+    message = box[0]
+    if "error" in message:
+        raise RuntimeError(f"rank 0 stopped the run: {message['error']}")
+    state = message.get("state")
+    if message.get("nothing_left"):
+        model = build_model(config, pretrained=False)
+        model.load_state_dict(state["model"])
+        return Run(config, model.eval(), History(), None, nothing_left=message["nothing_left"])
+    return _fit(config, plain, None, state, None, False, callbacks, main=False)
 
 
 def check_can_train(run_dir: str | os.PathLike, resume: bool = False) -> Path:
@@ -153,7 +193,7 @@ def check_can_train(run_dir: str | os.PathLike, resume: bool = False) -> Path:
 
 
 def _train_locked(config: RunConfig, plain: dict[str, Any], run_dir: Path, resume: bool, progress: bool,
-                  callbacks: Sequence[Callback]) -> Run:
+                  callbacks: Sequence[Callback], announce: Any = None) -> Run:
     """The part of :func:`train` done while the run folder's lock is held."""
     check_can_train(run_dir, resume)  # again, now that no other training can write into it
     ckpt = run_dir / "checkpoint.pt"
@@ -166,13 +206,23 @@ def _train_locked(config: RunConfig, plain: dict[str, Any], run_dir: Path, resum
             changes = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in config_differences(saved, plain))
             raise ValueError(f"{ckpt} was trained with another configuration ({changes}); resume with "
                              f"the same settings, or choose another run folder")
+        world, now = int(state.get("world", 1)), current().world
+        if world != now:
+            raise ValueError(f"{ckpt} was trained on {world} process(es) (a global batch of {world} × "
+                             f"{config.train.batch_size}); resume it on {world} (torchrun --nproc_per_node {world}"
+                             f"{'' if world > 1 else ', or without torchrun'}): another number of processes would "
+                             f"change the batch the run trains with")
         history = History.load(run_dir)
         left = _nothing_left(config, state)
         if left is not None:
+            if announce is not None:
+                announce({"state": state, "nothing_left": left})
             model = build_model(config, pretrained=False)
             model.load_state_dict(state["model"])
             history.truncate(int(state["epoch"]), int(state["step"]))
             return Run(config, model.eval(), history, run_dir, nothing_left=left)
+    if announce is not None:
+        announce({"state": state})
     return _fit(config, plain, run_dir, state, history, progress, callbacks)
 
 
@@ -198,10 +248,20 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any,
 
 
 def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: dict[str, Any] | None,
-         history: History | None, progress: bool, callbacks: Sequence[Callback]) -> Run:
+         history: History | None, progress: bool, callbacks: Sequence[Callback], main: bool = True) -> Run:
     # a resumed class-folder run: its saved split; a fresh run makes its own (a split.json left by an
     # attempt killed before its first epoch belongs to no run)
     source = source_for(config, run_dir if state is not None else None)
+    if not main:  # another rank than 0 under torchrun: its share of the training, nothing recorded
+        model = build_model(config, pretrained=state is None)
+        cbs: list[Callback] = [NanGuard()]
+        if config.train.max_time is not None:
+            cbs.append(TimeBudget(config.train.max_time))
+        trainer = Trainer(model, config.train, source.training(False), [*cbs, *callbacks])
+        if state is not None:
+            trainer.load_state_dict(state)
+        trainer.fit()
+        return Run(config, trainer.model.to("cpu").eval(), trainer.history, None)
     data, val, probe = source.training(progress), source.split("val"), source.probe()
     if run_dir is not None:
         atomic_write_bytes(run_dir / "config.json", json.dumps(plain, indent=1).encode())
@@ -213,7 +273,7 @@ def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: 
             atomic_write_bytes(run_dir / FACES_FILE, json.dumps(faces, indent=1).encode())
     model = build_model(config, pretrained=state is None)  # a resumed run's weights come from its checkpoint
     t = config.train
-    cbs: list[Callback] = [NanGuard()]
+    cbs = [NanGuard()]
     if t.max_time is not None:
         cbs.append(TimeBudget(t.max_time))
     cbs += [ProbeRecorder(probe.images, probe.labels, probe.boxes),

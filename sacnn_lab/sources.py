@@ -30,6 +30,7 @@ from data_gen.characters import CharacterBatch, CharacterGenerator
 from data_gen.fonts import compare_faces, face_records
 
 from .data import FolderEpochs, FolderSet, GeneratedEpochs, load_dagm, load_folder, textile_folder
+from .distributed import current
 
 if TYPE_CHECKING:
     from .trainer import EpochSource
@@ -128,7 +129,8 @@ class CharacterSource(DataSource):
         if t.epochs * d.samples_per_epoch >= WARM_UP_SAMPLES:
             gen_train.warm_up(progress=progress)
         return GeneratedEpochs(gen_train, d.train_seed, d.samples_per_epoch, t.batch_size, t.num_workers,
-                               early_generator=early, early_epochs=d.early_epochs, masks=t.supervision == "mask")
+                               early_generator=early, early_epochs=d.early_epochs, masks=t.supervision == "mask",
+                               ranks=current())
 
     def _split(self, which: str, n: int | None) -> CharacterBatch:
         d = self.config.data
@@ -186,7 +188,7 @@ class DagmSource(DataSource):
                                  f"{textile_folder(self.config.data) / 'Train'} has none")
             masks = train.masks
         return FolderEpochs(train.images, train.labels, self.config.train.batch_size,
-                            seed=self.config.data.train_seed, masks=masks)
+                            seed=self.config.data.train_seed, masks=masks, ranks=current())
 
     def _split(self, which: str, n: int | None) -> FolderSet:
         return _first(self.folder_split("Test"), n)
@@ -411,7 +413,7 @@ class ClassFolderSource(DataSource):
         files.cache = {} if files.nbytes <= CACHE_MEMORY and not self.config.train.num_workers else None
         return FolderEpochs(files, labels,
                             self.config.train.batch_size, seed=d.train_seed, quarter_turns=d.quarter_turns,
-                            brightness=d.brightness, num_workers=self.config.train.num_workers)
+                            brightness=d.brightness, num_workers=self.config.train.num_workers, ranks=current())
 
     def _loaded(self, which: str) -> FolderSet:
         """The ``"val"`` or ``"test"`` split read into memory (once per source)."""

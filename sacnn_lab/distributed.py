@@ -1,0 +1,119 @@
+"""Training on several processes: ``torchrun --nproc_per_node N -m sacnn_lab train ...`` (or the Python ``train``
+under torchrun), with PyTorch's DistributedDataParallel.
+
+What a run of N processes (ranks) does:
+
+- **the samples**: each optimiser step takes one *global* batch of ``N · b`` samples (``b`` the config's
+  ``batch_size``, per rank), exactly the batch one process with ``batch_size = N · b`` would take, and rank
+  ``r`` computes its ``r``-th share of it (:func:`share`): generated sets draw their samples from the same
+  ``(seed, index)`` streams, folders from the same seeded order and augmentation draws;
+- **the loss**: each rank's loss is scaled (:func:`loss_scale`) so that DDP's average of the gradients is the
+  gradient of the global batch's loss: ``N`` ranks with batch ``b`` train the same weights as one process with
+  batch ``N · b`` (to float rounding; exactly so without batch normalisation, e.g. the ``paper`` preset);
+- **batch normalisation**: each rank normalises with its own share's statistics on the CPU (gloo); on CUDA the
+  layers become :class:`torch.nn.SyncBatchNorm`, whose statistics are the global batch's;
+- **writing**: only rank 0 writes the run folder, the history and the progress; the others train silently.
+
+Backends: NCCL on CUDA, gloo on the CPU. The process group is made from torchrun's environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = ["Ranks", "ranks_from_env", "init_process_group", "share", "loss_scale", "current"]
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands: its ``rank`` of ``world`` processes, ``local_rank`` on its machine."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Whether this is rank 0, the one that writes."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def ranks_from_env() -> Ranks:
+    """The ranks torchrun gives this process (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); one process without them.
+
+    Raises:
+        ValueError: values that do not fit together.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} and WORLD_SIZE={world} do not fit together")
+    return Ranks(rank, world, local)
+
+
+def current() -> Ranks:
+    """The ranks of the process group in use, or one process when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return Ranks()
+
+
+def init_process_group(device: torch.device) -> Ranks:
+    """Join torchrun's process group (NCCL on CUDA, gloo otherwise) when there are several ranks and it is not
+    joined yet; returns the ranks (one process: nothing is initialised)."""
+    ranks = ranks_from_env()
+    if ranks.distributed and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return current() if ranks.distributed else ranks
+
+
+def share(n: int, ranks: Ranks) -> slice:
+    """Rank ``ranks.rank``'s positions in a global batch of ``n`` samples: the ``rank``-th of ``world`` nearly equal
+    consecutive parts (the first ``n % world`` one larger), so that every rank takes part in every step."""
+    base, extra = divmod(int(n), ranks.world)
+    lo = ranks.rank * base + min(ranks.rank, extra)
+    return slice(lo, lo + base + (1 if ranks.rank < extra else 0))
+
+
+def loss_scale(local: int, global_: int, world: int, reduction: str) -> float:
+    """The factor on a rank's loss that makes DDP's mean of the ranks' gradients the global batch's gradient:
+    ``world`` for a summed loss, ``world · local / global`` for a mean (each rank's mean weighs by its share)."""
+    if world == 1:
+        return 1.0
+    return float(world) if reduction == "sum" else world * local / max(global_, 1)
+
+
+def global_counts(values: list[float], device: torch.device) -> list[float]:
+    """``values`` summed over the ranks (each rank's own when there is one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any rank (so that every rank stops together)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def positions(step_start: int, global_n: int, ranks: Ranks) -> np.ndarray:
+    """The sample positions rank ``ranks`` takes from a global batch starting at ``step_start`` of ``global_n``."""
+    sl = share(global_n, ranks)
+    return np.arange(step_start + sl.start, step_start + sl.stop)

@@ -1,0 +1,152 @@
+"""Several processes (torchrun's DistributedDataParallel) on the CPU with gloo: 2 ranks of batch b train what one
+process of batch 2b trains; only rank 0 writes; resume; a failing rank stops the others."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from data_gen.characters import CharacterConfig, CharacterGenerator
+from sacnn_lab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from sacnn_lab.data import FolderEpochs, GeneratedEpochs
+from sacnn_lab.distributed import Ranks, loss_scale, share
+from sacnn_lab.trainer import Callback
+
+CHARS = CharacterConfig(image_size=48, char_size=(12, 14), distractor_scales=(0.3, 2.0))
+
+
+def paper_like(batch: int, epochs: int = 2, **train) -> RunConfig:
+    """The paper's recipe in miniature: no normalisation, SGD, a summed loss."""
+    return RunConfig(ModelConfig(channels=(4, 8), norm="none"),
+                     DataConfig(characters=CHARS, samples_per_epoch=40, val_size=8, test_size=8, probe_size=4),
+                     TrainConfig(**{"epochs": epochs, "batch_size": batch, "optimizer": "sgd", "lr": 0.01,
+                                    "reduction": "sum", "eval_batch_size": 8, "device": "cpu", "threads": 1,
+                                    **train}))
+
+
+def test_shares_split_every_global_batch():
+    assert [share(10, Ranks(r, 3)) for r in range(3)] == [slice(0, 4), slice(4, 7), slice(7, 10)]
+    assert loss_scale(3, 10, 3, "sum") == 3 and loss_scale(3, 10, 3, "mean") == pytest.approx(0.9)
+    gen = CharacterGenerator(CHARS)
+    one = list(GeneratedEpochs(gen, 0, 40, 16).loader(1))
+    two = [list(GeneratedEpochs(gen, 0, 40, 8, ranks=Ranks(r, 2)).loader(1)) for r in range(2)]
+    assert len(two[0]) == len(two[1]) == len(one) == 3
+    for whole, a, b in zip(one, *two):
+        assert torch.equal(torch.cat([a["image"], b["image"]]), whole["image"])
+        assert int(a["global_batch"]) == len(whole["label"])
+    images = np.random.default_rng(0).integers(0, 256, (11, 8, 8), dtype=np.uint8)
+    labels = np.arange(11) % 2
+    one = list(FolderEpochs(images, labels, 4, seed=3, quarter_turns=True, brightness=0.1).loader(2))
+    two = [list(FolderEpochs(images, labels, 2, seed=3, quarter_turns=True, brightness=0.1,
+                             ranks=Ranks(r, 2)).loader(2)) for r in range(2)]
+    for whole, a, b in zip(one, *two):
+        assert torch.equal(torch.cat([a["image"], b["image"]]), whole["image"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StopAt(Callback):
+    """Interrupts the run when an epoch starts (a kill, as a test can make one)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _rank(rank: int, world: int, port: int, config: RunConfig, run_dir: str | None, resume: bool,
+           stop_at: int | None, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    import torch.distributed as dist
+
+    from sacnn_lab.experiment import train
+
+    try:
+        run = train(config, run_dir, resume=resume, progress=False,
+                    callbacks=[StopAt(stop_at)] if stop_at else [])
+        torch.save({k: v.clone() for k, v in run.model.state_dict().items()}, Path(out) / f"rank{rank}.pt")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn(world: int, config: RunConfig, run_dir: Path | None, out: Path, resume: bool = False,
+          stop_at: int | None = None) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_rank, args=(world, _free_port(), config, None if run_dir is None else str(run_dir), resume, stop_at,
+                          str(out)), nprocs=world, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(world)]
+
+
+def _close(a: dict, b: dict) -> None:
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_two_ranks_of_batch_b_train_one_process_of_batch_2b(tmp_path):
+    from sacnn_lab.experiment import load_run, train
+
+    single = train(paper_like(16), tmp_path / "one", progress=False)
+    ranks = spawn(2, paper_like(8), tmp_path / "two", tmp_path / "w")
+    _close(ranks[0], single.model.state_dict())
+    _close(ranks[1], ranks[0])
+    # rank 0 wrote the run, with the global batch's figures; rank 1 wrote nothing beside it
+    run = load_run(tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    mine, theirs = run.history.epochs[-1], single.history.epochs[-1]
+    assert mine["samples"] == theirs["samples"] == 40 and mine["steps"] == theirs["steps"] == 6
+    assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
+    assert mine["train_accuracy"] == theirs["train_accuracy"]
+
+
+def test_a_run_killed_and_resumed_under_two_ranks_equals_an_uninterrupted_one(tmp_path):
+    from sacnn_lab.experiment import train
+
+    uninterrupted = spawn(2, paper_like(8, epochs=3), tmp_path / "a", tmp_path / "wa")[0]
+    with pytest.raises(Exception):
+        spawn(2, paper_like(8, epochs=3), tmp_path / "b", tmp_path / "wb", stop_at=3)
+    resumed = spawn(2, paper_like(8, epochs=3), tmp_path / "b", tmp_path / "wc", resume=True)[0]
+    for k in uninterrupted:
+        assert torch.equal(uninterrupted[k], resumed[k]), k
+    # one process cannot resume a run of two: its batch would change
+    with pytest.raises(ValueError, match="trained on 2 process"):
+        train(paper_like(8, epochs=3), tmp_path / "b", resume=True, progress=False)
+
+
+def test_a_rank_that_fails_stops_the_others_with_its_reason(tmp_path):
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a run's")
+    with pytest.raises(Exception) as info:
+        spawn(2, paper_like(8), folder, tmp_path / "w")
+    assert "notes.txt" in str(info.value) or "not a run" in str(info.value)
+    assert not (tmp_path / "w" / "rank1.pt").exists()
+
+
+def test_torchrun_trains_one_run_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "sacnn_lab", "train", "--out", str(out), "--epochs", "1", "--early-epochs", "0",
+                          "--samples-per-epoch", "32", "--batch-size", "8", "--val-size", "16", "--test-size", "12",
+                          "--device", "cpu", "--quiet"],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("training SACNN") == 1 and "2 processes, a global batch of 2 × 8" in res.stdout
+    assert res.stdout.count("done: 1 epochs") == 1 and (out / "checkpoint.pt").is_file()
