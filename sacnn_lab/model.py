@@ -99,8 +99,9 @@ def background_gray(x: torch.Tensor) -> torch.Tensor:
     images, what ``"abs_deviation"`` takes as their background gray (the same value inside an exported graph,
     where ONNX has no median, from a sort)."""
     quarter = x[..., ::2, ::2].flatten(2)
-    if torch.compiler.is_exporting():
-        return quarter.sort(dim=-1).values[..., (quarter.shape[-1] - 1) // 2][..., None, None]
+    if torch.compiler.is_exporting():  # the k-th smallest, k = the lower middle: a partial sort (ONNX TopK)
+        k = (quarter.shape[-1] - 1) // 2 + 1
+        return quarter.topk(k, dim=-1, largest=False).values[..., -1][..., None, None]
     return quarter.median(dim=-1).values[..., None, None]
 
 
