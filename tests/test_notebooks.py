@@ -18,7 +18,9 @@ TINY = {
     "05_gradcam_baseline": "sacnn_run = 'runs/s'\nbaseline_run = 'runs/b'\nsacnn_epochs = 1\nsacnn_early_epochs = 0\n"
                            "baseline_epochs = 1\nsamples_per_epoch = 64\nval_size = 32\nn_test = 40",
     "06_textile": "epochs = 1\nimage_size = 128\ndefect_size = (16, 48)\nn_train, n_test = 48, 40\n"
-                  "run_dir = 'runs/t'\nbaseline_run = 'runs/tb'\nbaseline_epochs = 1\nn_show = 3",
+                  "run_dir = 'runs/t'\nbaseline_run = 'runs/tb'\nbaseline_epochs = 1\nn_show = 3\n"
+                  "supervised_run = 'runs/ts'\nn_weibull = 8",
+    "08_every_method": "epochs = 2\nearly_epochs = 1\nsamples_per_epoch = 64\ntest_size = 40\nrun_dir = 'runs/m'",
     "07_your_own_data": "generated = 'data/f'\nimage_size = 64\nn_images = 80\nepochs = 1\nrun_dir = 'runs/o'\n"
                         "n_show = 2",
 }
