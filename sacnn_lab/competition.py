@@ -290,10 +290,11 @@ def mask_loss(logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
     Each cell's target is its image's class (``label``, a defect type for ``K > 1``) where the mask covers
     it, defect-free where the mask misses it, none where it shows only a sliver (:func:`cell_targets`); the
     cross-entropy of its softmax is averaged over an image's defective cells and, separately, over its
-    defect-free cells, and the two means are added
-    (weighted by ``class_weights``), so each image weighs as one sample, as in Eq. 4, however small its
-    defect. A cell is a patch of the image (its receptive field), so this is a patch classifier trained from
-    the labels SACNN never sees; its image score is still the highest cell's.
+    defect-free cells, and the two means are added (weighted by ``class_weights``): however small its defect,
+    an image's defective cells weigh as much as the rest of it. An image labelled defective whose mask is
+    empty (its defect not known) is left out: its cells' truth is unknown. A cell is a patch of the image (its
+    receptive field), so this is a patch classifier trained from the labels SACNN never sees; its image score is
+    still the highest cell's.
 
     Args:
         logits: ``(B, 1 + K, s, t)``.
@@ -317,11 +318,12 @@ def mask_loss(logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
     bad = (labels.to(logits.device) > 0)[:, None]  # a defect-free image has no defective cell
     cells, free = (c.flatten(1) for c in cell_targets(masks.to(logits.device), logits.shape[2:]))  # (B, s·t)
     cells, free = cells & bad, free | ~bad
+    known = (cells.any(1) | ~bad[:, 0]).float()  # a defective image without a mask: no truth for its cells
     target = torch.where(cells, labels.to(logits.device).long()[:, None], 0)  # (B, s·t) class per cell
     ce = -torch.log_softmax(logits.float().flatten(2), dim=1).gather(1, target[:, None]).squeeze(1)  # (B, s·t)
     pos, neg = cells.float(), free.float()
-    per_sample = (w1 * (ce * pos).sum(1) / pos.sum(1).clamp(min=1)
-                  + w0 * (ce * neg).sum(1) / neg.sum(1).clamp(min=1))
+    per_sample = known * (w1 * (ce * pos).sum(1) / pos.sum(1).clamp(min=1)
+                          + w0 * (ce * neg).sum(1) / neg.sum(1).clamp(min=1))
     if reduction == "sum":
         return per_sample.sum()
     if reduction == "mean":

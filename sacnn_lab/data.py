@@ -189,7 +189,7 @@ class GeneratedEpochs:
         generator, batch_size = self._epoch_source(epoch)
         ds = CharacterDataset(seed=self.seed, length=self.samples_per_epoch,
                               start=(epoch - 1) * self.samples_per_epoch, generator=generator, masks=self.masks)
-        if self.ranks.distributed:
+        if self.ranks.distributed:  # (workers are not used under torchrun yet: each rank composes its share)
             return self._sharded(ds, batch_size)
         if self.num_workers:
             return make_loader(ds, batch_size, shuffle=False, num_workers=self.num_workers)

@@ -75,13 +75,16 @@ def init_process_group(device: torch.device) -> Ranks:
     ranks = ranks_from_env()
     if ranks.distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":  # this rank's GPU before any collective (NCCL uses the current device)
+            torch.cuda.set_device(ranks.local_rank)
         dist.init_process_group(backend=backend)
     return current() if ranks.distributed else ranks
 
 
 def share(n: int, ranks: Ranks) -> slice:
     """Rank ``ranks.rank``'s positions in a global batch of ``n`` samples: the ``rank``-th of ``world`` nearly equal
-    consecutive parts (the first ``n % world`` one larger), so that every rank takes part in every step."""
+    consecutive parts (the first ``n % world`` one larger). Every rank takes part in every step; in a last global
+    batch of fewer samples than ranks, some ranks' part is empty (their loss then counts for nothing)."""
     base, extra = divmod(int(n), ranks.world)
     lo = ranks.rank * base + min(ranks.rank, extra)
     return slice(lo, lo + base + (1 if ranks.rank < extra else 0))
@@ -102,6 +105,23 @@ def global_counts(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def agree(train_time: float, stop: bool, device: torch.device) -> tuple[float, bool]:
+    """One collective per step: rank 0's training time (the clock the schedule and the time budget follow on
+    every rank: the others' clocks include their waits while rank 0 evaluates) and whether any rank stops."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return train_time, stop
+    t = torch.tensor([train_time if dist.get_rank() == 0 else 0.0, 1.0 if stop else 0.0], dtype=torch.float64,
+                     device=device)
+    dist.all_reduce(t)
+    return float(t[0]), bool(t[1] > 0)
+
+
+def barrier(device: torch.device) -> None:
+    """Wait for every rank (no-op with one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

@@ -25,7 +25,7 @@ from .callbacks import (Checkpointer, Evaluator, NanGuard, ProbeRecorder, Progre
                         evaluate_arrays, read_checkpoint)
 from .config import RunConfig
 from .data import FolderSet
-from .distributed import current, init_process_group
+from .distributed import barrier, current, init_process_group
 from .history import History
 from .model import SACNN
 from .runfolder import atomic_write_bytes, check_run_folder, run_lock
@@ -175,7 +175,11 @@ def _follow(config: RunConfig, plain: dict[str, Any], callbacks: Sequence[Callba
         model = build_model(config, pretrained=False)
         model.load_state_dict(state["model"])
         return Run(config, model.eval(), History(), None, nothing_left=message["nothing_left"])
-    return _fit(config, plain, None, state, None, False, callbacks, main=False)
+    # a resumed class-folder run's split is read from its run folder (on a disk this rank sees; else the folder
+    # is split again from the same seed, as rank 0 split it when the run began)
+    saved = Path(message["run_dir"]) if message.get("run_dir") else None
+    return _fit(config, plain, saved if saved is not None and saved.is_dir() else None, state, None, False,
+                callbacks, main=False)
 
 
 def check_can_train(run_dir: str | os.PathLike, resume: bool = False) -> Path:
@@ -221,8 +225,8 @@ def _train_locked(config: RunConfig, plain: dict[str, Any], run_dir: Path, resum
             model.load_state_dict(state["model"])
             history.truncate(int(state["epoch"]), int(state["step"]))
             return Run(config, model.eval(), history, run_dir, nothing_left=left)
-    if announce is not None:
-        announce({"state": state})
+    if announce is not None:  # with the run folder, where a resumed class-folder run's split is kept
+        announce({"state": state, "run_dir": str(run_dir)})
     return _fit(config, plain, run_dir, state, history, progress, callbacks)
 
 
@@ -254,15 +258,16 @@ def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: 
     source = source_for(config, run_dir if state is not None else None)
     if not main:  # another rank than 0 under torchrun: its share of the training, nothing recorded
         model = build_model(config, pretrained=state is None)
-        cbs: list[Callback] = [NanGuard()]
-        if config.train.max_time is not None:
-            cbs.append(TimeBudget(config.train.max_time))
-        trainer = Trainer(model, config.train, source.training(False), [*cbs, *callbacks])
+        barrier(resolve_device(config.train.device))  # rank 0 has made the data (a generated set's cache) first
+        # rank 0's clock decides the time budget, and its stop reaches every rank (Trainer.fit)
+        trainer = Trainer(model, config.train, source.training(False), [NanGuard(), *callbacks])
         if state is not None:
             trainer.load_state_dict(state)
         trainer.fit()
         return Run(config, trainer.model.to("cpu").eval(), trainer.history, None)
     data, val, probe = source.training(progress), source.split("val"), source.probe()
+    if current().distributed:
+        barrier(resolve_device(config.train.device))  # the data exist now: the other ranks read them
     if run_dir is not None:
         atomic_write_bytes(run_dir / "config.json", json.dumps(plain, indent=1).encode())
         record = source.split_record()

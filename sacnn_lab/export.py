@@ -144,7 +144,9 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, config: Any = None, size:
         RuntimeError: the verification failed (the files are removed).
     """
     _need_exporter()
-    model = model.cpu().eval()
+    import copy
+
+    model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     is_sacnn = isinstance(model, SACNN)
     if is_sacnn and model.config.backbone is not None:
         raise ValueError(f"a SACNN on the torchvision backbone {model.config.backbone!r} is not exported: only the "

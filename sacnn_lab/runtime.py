@@ -15,7 +15,8 @@ exactly one tile), and resizes the stitched cells to the image as the graph does
 centres): the map equals the single pass up to float rounding, and the image's score is the aggregation of
 the stitched cells (for the competition: the maximum over the tiles). A network that takes each image's
 background gray (``abs_deviation``) is given the whole image's, so tiles see what the single pass sees.
-Memory is bounded by the tile, not the image.
+The network's activations are bounded by the tile, not the image; the image itself, its float copy and the
+full-resolution map (a few bytes per pixel each) are still held whole.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from data_gen.malloc import keep_freed_memory
 
 from .competition import competition_loss, image_scores, mask_loss
 from .config import TrainConfig
-from .distributed import any_rank, current, global_counts, loss_scale
+from .distributed import agree, current, global_counts, loss_scale
 from .history import History
 
 
@@ -186,6 +186,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.train_time = 0.0
+        self._agreed_time = 0.0
         self.should_stop = False
 
     # ---- events --------------------------------------------------------------------------------------
@@ -252,7 +253,8 @@ class Trainer:
         with torch.no_grad():  # defective when any defect type's score (SACNN: winning pixel) passes 0.5
             pred = self.image_scores(logits.detach().float()) >= 0.5
             pos = y > 0
-        counts = [float(loss.detach()) * (scale / self.ranks.world), n_local, int((pred & pos).sum()),
+        local_loss = float(loss.detach()) * (scale / self.ranks.world) if n_local else 0.0  # an empty share: nothing
+        counts = [local_loss, n_local, int((pred & pos).sum()),
                   int((pred & ~pos).sum()), int((~pred & ~pos).sum()), int((~pred & pos).sum())]
         if self.ranks.distributed:  # the global batch's loss and counts, as one process would record them
             counts = global_counts(counts, self.device)
@@ -269,7 +271,10 @@ class Trainer:
         """
         pos = self.step + 1
         if self.config.max_time:
-            pos = max(pos, math.ceil(self.total_steps * self.train_time / self.config.max_time))
+            # on several ranks, rank 0's clock as of the last step (the same on every rank): the others' own
+            # clocks include their waits while rank 0 evaluates, and a different learning rate would part them
+            clock = self._agreed_time if self.ranks.distributed else self.train_time
+            pos = max(pos, math.ceil(self.total_steps * clock / self.config.max_time))
         return min(pos, self.total_steps - 1)
 
     def _advance_schedule(self) -> None:
@@ -303,8 +308,9 @@ class Trainer:
                 for k in self.history.steps:
                     self.history.steps[k].append(rec[k])
                 self._emit("on_batch_end", rec)
-                if self.ranks.distributed:  # a budget spent or a NaN on one rank stops them all at once
-                    self.should_stop = any_rank(self.should_stop, self.device)
+                if self.ranks.distributed:  # one clock (rank 0's) for the schedule and budget; one stop for all
+                    self.train_time, self.should_stop = agree(self.train_time, self.should_stop, self.device)
+                    self._agreed_time = self.train_time
                 if self.should_stop:
                     break
                 t0 = time.perf_counter()
@@ -343,7 +349,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history.truncate(self.epoch, self.step)  # a history saved after this checkpoint
-        self.train_time = float(state.get("train_time", 0.0))
+        self.train_time = self._agreed_time = float(state.get("train_time", 0.0))
         rng = state.get("rng") or {}  # absent from older checkpoints
         if "cpu" in rng:
             torch.set_rng_state(rng["cpu"])

@@ -45,11 +45,12 @@ def test_mask_loss_reaches_every_cell_and_weighs_each_image_once():
     masks = torch.zeros(3, 16, 16, dtype=torch.bool)
     masks[0, :4, :4] = True  # one cell of image 0
     masks[1, :4, :4] = True  # image 1 is defect-free: its mask is not read
-    labels = torch.tensor([1, 0, 1])  # image 2: defective but no known mask: all its cells count as good
+    labels = torch.tensor([1, 0, 1])  # image 2: defective but no known mask: left out
     per = mask_loss(logits, masks, labels, reduction="none")
     assert per.shape == (3,) and torch.isfinite(per).all()
     per.sum().backward()
-    assert (logits.grad.abs().sum(1) > 0).all()  # unlike the competition, every cell gets a gradient
+    assert (logits.grad[:2].abs().sum(1) > 0).all()  # unlike the competition, every cell gets a gradient
+    assert per[2] == 0 and (logits.grad[2] == 0).all()  # no truth for image 2's cells
     # image 0: its one defective cell weighs as much as its fifteen defect-free cells together
     lp = torch.log_softmax(logits.detach(), 1)
     expect = -lp[0, 1, 0, 0] - (lp[0, 0].flatten()[1:]).mean()
