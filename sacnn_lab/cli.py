@@ -150,19 +150,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resize", action="store_true",
                    help="a folder of your own: every image must have one size (an image of another size is an "
                         "error) instead of being resized to the most common size")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--samples-per-epoch", type=int)
+    p.add_argument("--epochs", type=int, help="epochs (default: the preset's, or chosen from a folder's data)")
+    p.add_argument("--samples-per-epoch", type=int,
+                   help="generated sets: fresh training samples per epoch (default: the preset's)")
     p.add_argument("--early-epochs", type=int,
                    help="characters: the first epochs on smaller images (the fast preset: 13 of 15 at 68 px); "
                         "0: full size throughout")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int, help="samples per step (under torchrun: per process)")
+    p.add_argument("--lr", type=float, help="(peak) learning rate")
     p.add_argument("--grad-clip", type=float, metavar="NORM",
                    help="clip the gradients' total norm before each step (the paper preset on a GPU: 20)")
     p.add_argument("--keep-best", choices=BEST_METRICS, metavar="FIGURE",
                    help="also keep best.pt, the epoch with the highest validation FIGURE so far "
                         f"({', '.join(BEST_METRICS)}; characters only)")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="the optimiser (default: the preset's)")
     p.add_argument("--aggregation", choices=list(AGGREGATIONS),
                    help="how the defective layer's pixels become the image's probability: max (default, the "
                         "paper's feature competition), mean, lse (log-sum-exp) or topk (the mean of the 5 %% "
@@ -172,8 +173,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "patch classifier from the true masks, the supervised reference (generated sets and "
                         "DAGM folders)")
     p.add_argument("--ratio", type=float, help="defect-free training images per defective one")
-    p.add_argument("--val-size", type=int)
-    p.add_argument("--test-size", type=int)
+    p.add_argument("--val-size", type=int, help="generated sets: validation images")
+    p.add_argument("--test-size", type=int, help="generated sets: test images")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--max-time", type=float, help="stop after this many seconds of training")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
@@ -557,15 +558,15 @@ def _gallery(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sacnn-lab", description=__doc__,
+    p = argparse.ArgumentParser(prog="sacnn-lab", description=__doc__.replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="train the fast preset on CPU, report test figures, draw defect maps")
-    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     d.add_argument("--max-time", type=float, help="cap the training time in seconds")
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(run=_demo)
-    t = sub.add_parser("train", help="train SACNN")
+    t = sub.add_parser("train", help="train SACNN (or the Grad-CAM baseline) on a data set or your own folder")
     t.add_argument("--out", required=True, help="run folder (config, checkpoint, history)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     _add_train_args(t)
@@ -578,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, help="images of a generated split (default: the run's test_size)")
     e.add_argument("--tolerance", type=float, default=0.0, metavar="PX",
                    help="pointing game: a hit also within PX pixels of the truth (Zhang et al. 2016: 15)")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print the figures as JSON")
     e.set_defaults(run=_evaluate)
     r = sub.add_parser("predict", help="defect maps and boxes for image files",
                        description="Defect maps and boxes for image files: an overlay per image (its path "
@@ -621,13 +622,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n", type=int, help="images (default: the run's test_size, or the whole folder)")
     c.add_argument("--batch-size", type=int, default=50, help="images per pass, the same for both methods")
     c.add_argument("--out", help="folder for table.csv, summary.csv, costs.csv and compare_maps.png")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the figures as JSON")
     c.set_defaults(run=_compare)
     g = sub.add_parser("gallery", help="write a gallery of generated samples with their true boxes")
-    g.add_argument("--out", default="runs/gallery.png")
-    g.add_argument("--n", type=int, default=32)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--preset", choices=["default", "authors"], default="default")
+    g.add_argument("--out", default="runs/gallery.png", help="the PNG to write (default: runs/gallery.png)")
+    g.add_argument("--n", type=int, default=32, help="samples shown (default 32)")
+    g.add_argument("--seed", type=int, default=0, help="the split's seed (default 0)")
+    g.add_argument("--preset", choices=["default", "authors"], default="default",
+                   help="the generator's settings: ours (default) or the authors' recipe")
     g.set_defaults(run=_gallery)
     return p
 
