@@ -39,8 +39,9 @@ def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
         i = rng.randrange(len(data) + 1)
         return data[:i] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 5))) + data[i:]
     if kind == 3:
-        return data.decode("utf-8").encode(rng.choice(["utf-16", "latin-1", "utf-8-sig", "cp1252"]),
-                                           errors="replace")
+        # binary data (a checkpoint) is not UTF-8: its undecodable bytes become U+FFFD first
+        return data.decode("utf-8", errors="replace").encode(
+            rng.choice(["utf-16", "latin-1", "utf-8-sig", "cp1252"]), errors="replace")
     if kind == 4:
         return b"\xef\xbb\xbf" + data
     lines = data.split(b"\n")
