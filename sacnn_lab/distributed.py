@@ -124,15 +124,6 @@ def barrier(device: torch.device) -> None:
         dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """Whether ``flag`` holds on any rank (so that every rank stops together)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def positions(step_start: int, global_n: int, ranks: Ranks) -> np.ndarray:
     """The sample positions rank ``ranks`` takes from a global batch starting at ``step_start`` of ``global_n``."""
     sl = share(global_n, ranks)

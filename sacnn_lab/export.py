@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .competition import pool
-from .model import SACNN, background_gray, receptive_field
+from .model import SACNN, background_gray, block_layers, receptive_field
 
 __all__ = ["to_onnx", "export_run", "verify_onnx", "sidecar_path", "FORMAT"]
 
@@ -98,15 +98,9 @@ def _package_version() -> str:
 def _geometry(model: SACNN) -> dict[str, Any]:
     """The receptive field, stride, first cell's centre and the layers (kernel, stride, padding) in order."""
     c = model.config
-    fields = receptive_field(c)
-    k, d = c.kernel_size, c.dilation
     layers = [] if c.input_pool == 1 else [[c.input_pool, c.input_pool, 0]]
-    for b in range(c.num_blocks):
-        if b == 0 and c.first_stride == 2:
-            layers += [[k, 2, k // 2], [d * (k - 1) + 1, 1, d * (k // 2)]]
-        else:
-            layers += [[k, 1, k // 2], [d * (k - 1) + 1, 1, d * (k // 2)], [2, 2, 0]]
-    last = fields[-1]
+    layers += [list(layer) for block in block_layers(c) for layer in block]
+    last = receptive_field(c)[-1]
     return {"receptive_field": last["rf"], "stride": last["jump"], "first_centre": last["start"], "layers": layers,
             "min_side": last["jump"]}
 

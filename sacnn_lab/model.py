@@ -24,7 +24,8 @@ from torch.nn import functional as F
 from .competition import competition_loss, image_scores
 from .config import ModelConfig
 
-__all__ = ["ConvBlock", "SACNN", "background_gray", "normalise_input", "receptive_field", "suggest_blocks"]
+__all__ = ["ConvBlock", "SACNN", "background_gray", "block_layers", "normalise_input", "receptive_field",
+           "suggest_blocks"]
 
 # transformer models have no convolutional prefix to cut, or keep features channels-last
 _UNCUTTABLE = ("vit_", "swin_", "maxvit")
@@ -376,6 +377,17 @@ def _as_size(input_size: int | tuple[int, int] | None) -> tuple[int, int] | None
     return int(h), int(w)
 
 
+def block_layers(config: ModelConfig) -> list[list[tuple[int, int, int]]]:
+    """Each block's layers as ``(effective kernel, stride, padding)``, in order: the geometry
+    :func:`receptive_field` and the ONNX export's tiling (:mod:`sacnn_lab.export`) follow (the ``input_pool``
+    before the first block not included)."""
+    k, d = config.kernel_size, config.dilation
+    # padding keeps the size for odd kernels
+    layers = [(k, 1, k // 2), (d * (k - 1) + 1, 1, d * (k // 2)), (2, 2, 0)]
+    strided = [(k, 2, k // 2), (d * (k - 1) + 1, 1, d * (k // 2))]  # first_stride=2: no pooling
+    return [strided if b == 0 and config.first_stride == 2 else layers for b in range(config.num_blocks)]
+
+
 def receptive_field(
     config: ModelConfig, input_size: int | tuple[int, int] | None = None
 ) -> list[dict]:
@@ -403,18 +415,14 @@ def receptive_field(
         raise ValueError(
             f"receptive_field is computed for the block extractor only, not backbone {config.backbone!r}"
         )
-    k, d = config.kernel_size, config.dilation
-    # (kernel, stride, padding) of each layer of one block; padding keeps the size for odd kernels
-    layers = [(k, 1, k // 2), (d * (k - 1) + 1, 1, d * (k // 2)), (2, 2, 0)]
-    strided = [(k, 2, k // 2), (d * (k - 1) + 1, 1, d * (k // 2))]  # first_stride=2: no pooling
     size = _as_size(input_size)
     q = config.input_pool  # an average pooling of q×q, stride q, before the first block
     rf, jump, start = q, q, q / 2
     if size is not None:
         size = tuple(n // q for n in size)  # type: ignore[assignment]
     out = []
-    for b in range(config.num_blocks):
-        for k_eff, stride, pad in (strided if b == 0 and config.first_stride == 2 else layers):
+    for b, block in enumerate(block_layers(config)):
+        for k_eff, stride, pad in block:
             rf += (k_eff - 1) * jump
             start += ((k_eff - 1) / 2 - pad) * jump
             jump *= stride

@@ -217,14 +217,18 @@ class OnnxModel:
         return RuntimePrediction(score=types.max(1), types=types, map=None if maps is None else maps.max(1),
                                  cells=cells)
 
+    def _margin(self) -> int:
+        """Pixels a tile's cells keep from its inner edges: over half the visual field, in whole strides."""
+        jump, rf = int(self.meta["stride"]), float(self.meta["receptive_field"])
+        return int(math.ceil((rf / 2 + jump) / jump)) * jump
+
     def tiles(self, height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
         """The tiles of an ``height × width`` image: ``(row, col, rows, cols)`` of each (see the module's text).
 
         Raises:
             ValueError: a tile too small to hold the receptive field twice over plus a cell.
         """
-        jump, rf = int(self.meta["stride"]), float(self.meta["receptive_field"])
-        margin = int(math.ceil((rf / 2 + jump) / jump)) * jump
+        jump, rf, margin = int(self.meta["stride"]), float(self.meta["receptive_field"]), self._margin()
         tile = tile // jump * jump
         step = tile - 2 * margin
         if step < jump:
@@ -243,9 +247,8 @@ class OnnxModel:
         """One ``(C, H, W)`` image in tiles → ``(1, K)`` scores, ``(1, K, H, W)`` map, ``(1, K, s, t)`` cells."""
         _, h, w = image.shape
         layers, jump = self.meta["layers"], int(self.meta["stride"])
-        first, rf = float(self.meta["first_centre"]), float(self.meta["receptive_field"])
+        first, margin = float(self.meta["first_centre"]), self._margin()
         s, t = _out_size(h, layers), _out_size(w, layers)
-        margin = int(math.ceil((rf / 2 + jump) / jump)) * jump
         background = _background(image) if self.meta["input"].get("normalisation") == "abs_deviation" else None
         cells: np.ndarray | None = None
         for r, c, th, tw in self.tiles(h, w, tile):
