@@ -43,6 +43,7 @@ from torch import nn
 
 from .competition import pool
 from .model import SACNN, background_gray, block_layers, receptive_field
+from .runfolder import atomic_write_bytes
 
 __all__ = ["to_onnx", "export_run", "verify_onnx", "sidecar_path", "FORMAT"]
 
@@ -135,7 +136,7 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, config: Any = None, size:
 
     Raises:
         ValueError: a model that does not export (a torchvision backbone), or a size too small for it.
-        RuntimeError: the verification failed (the files are removed).
+        RuntimeError: the verification failed (nothing is written: an earlier export at ``path`` stays).
     """
     _need_exporter()
     import copy
@@ -154,8 +155,22 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, config: Any = None, size:
     geometry = _geometry(model) if is_sacnn else {}
     if is_sacnn:
         model.feature_size(h, w)  # a clear error for a size the poolings do not survive
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # written beside the target and moved there once verified: a failed export leaves an earlier one whole
+    path = final.with_name(f".{final.stem}.{os.getpid()}.partial.onnx")
+    try:
+        return _export(model, final, path, config, is_sacnn, channels, trained, geometry, h, w, verify, sizes,
+                       tolerance, threshold)
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".data").unlink(missing_ok=True)
+
+
+def _export(model: nn.Module, final: Path, path: Path, config: Any, is_sacnn: bool, channels: int,
+            trained: list[int] | None, geometry: dict[str, Any], h: int, w: int, verify: bool,
+            sizes: Sequence[Sequence[int]] | None, tolerance: float, threshold: float | None) -> dict[str, Any]:
+    """:func:`to_onnx`'s work, into ``path`` (a temporary name), then moved to ``final`` with its JSON."""
     example = torch.rand(2, channels, h, w, generator=torch.Generator().manual_seed(0))
     batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
     import warnings
@@ -169,12 +184,12 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, config: Any = None, size:
                               output_names=["score", "map", "cells"], opset_version=OPSET, dynamo=True,
                               dynamic_shapes={"image": {0: batch, 2: height, 3: width}, "background": None},
                               optimize=True, verbose=False)
-            _default_background(path, channels)
         else:
             graph = _ScoreGraph(model).eval()
             torch.onnx.export(graph, (example,), str(path), input_names=["image"], output_names=["score"],
                               opset_version=OPSET, dynamo=True, dynamic_shapes={"image": {0: batch}},
                               optimize=True, verbose=False)
+    _one_file(path, channels if is_sacnn else None)
     data = getattr(config, "data", None)
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -200,12 +215,9 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, config: Any = None, size:
         "config_sha256": _config_hash(config),
     }
     if verify:
-        try:
-            meta["verified"] = verify_onnx(path, model, sizes or _other_sizes(h, w, geometry), tolerance)
-        except Exception:
-            path.unlink(missing_ok=True)
-            raise
-    sidecar_path(path).write_text(json.dumps(meta, indent=1))
+        meta["verified"] = verify_onnx(path, model, sizes or _other_sizes(h, w, geometry), tolerance)
+    os.replace(path, final)
+    atomic_write_bytes(sidecar_path(final), json.dumps(meta, indent=1).encode())
     return meta
 
 
@@ -218,17 +230,19 @@ def _need_exporter() -> None:
         raise RuntimeError(f"exporting to ONNX needs {', '.join(missing)}: pip install 'sacnn-lab[export]'")
 
 
-def _default_background(path: Path, channels: int) -> None:
-    """Give the graph's ``background`` input a default of ``-1`` per channel (an initializer of the same name:
-    onnxruntime then lets a caller leave it out, or override it)."""
+def _one_file(path: Path, background: int | None) -> None:
+    """Rewrite the exported graph as one self-contained file (the exporter may put the weights in a ``.data``
+    file beside it, named after the temporary file); with ``background`` channels, give the graph's
+    ``background`` input a default of ``-1`` per channel (an initializer of the same name: onnxruntime then lets
+    a caller leave it out, or override it)."""
     import onnx
     from onnx import numpy_helper
 
-    m = onnx.load(str(path))
-    if any(t.name == "background" for t in m.graph.initializer):
-        return
-    m.graph.initializer.append(numpy_helper.from_array(np.full((channels,), -1.0, np.float32), "background"))
-    onnx.save(m, str(path))
+    m = onnx.load(str(path))  # the external weights, if any, read in
+    if background and not any(t.name == "background" for t in m.graph.initializer):
+        m.graph.initializer.append(numpy_helper.from_array(np.full((background,), -1.0, np.float32), "background"))
+    onnx.save(m, str(path), save_as_external_data=False)
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
 
 
 def _other_sizes(h: int, w: int, geometry: dict[str, Any]) -> list[list[int]]:

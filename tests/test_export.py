@@ -104,6 +104,7 @@ def test_the_baseline_exports_its_score_only(tmp_path):
     model = build_model(cfg, pretrained=False).eval()
     meta = to_onnx(model, tmp_path / "b.onnx", config=cfg)
     assert meta["maps"] is False and meta["input"]["size"] == [64, 64]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.onnx"]  # one self-contained graph
     images = np.random.default_rng(2).integers(0, 256, (2, 64, 64), dtype=np.uint8)
     ours = OnnxModel(tmp_path / "b.onnx").predict(images)
     assert ours.map is None and np.allclose(ours.score, predict(model, images).score.numpy(), atol=1e-5)
@@ -179,3 +180,12 @@ def test_predict_through_onnx_needs_no_torch_and_gives_the_same_files(eager_run,
     assert res.returncode == 0 and any(r["boxes"] for r in _rows(tmp_path / "nms" / "predictions.csv")), res.stderr
     assert main(["predict", "--checkpoint", str(eager_run), "--model", str(tmp_path / "m.onnx"), str(folder)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_a_failed_verification_leaves_an_earlier_export_whole(run, tmp_path):
+    to_onnx(run.model, tmp_path / "m.onnx", config=run.config)
+    before = (tmp_path / "m.onnx").read_bytes(), sidecar_path(tmp_path / "m.onnx").read_text()
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        to_onnx(run.model, tmp_path / "m.onnx", config=run.config, tolerance=-1.0)  # no difference passes
+    assert ((tmp_path / "m.onnx").read_bytes(), sidecar_path(tmp_path / "m.onnx").read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]  # no partial file left
