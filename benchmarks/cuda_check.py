@@ -185,7 +185,8 @@ def _summary(name: str, run, test, results: dict) -> None:
     t0 = time.perf_counter()
     predict(model, images, batch_size=1024)
     ips = len(images) / (time.perf_counter() - t0)
-    print(f"   {len(h.epochs)} epochs, {samples:,} samples in {secs:.1f} s of training ({samples / secs:,.0f} samples/s)")
+    print(f"   {len(h.epochs)} epochs, {samples:,} samples in {secs:.1f} s of training "
+          f"({samples / secs:,.0f} samples/s)")
     print(f"   test ({len(test.labels)} images, unseen seed): accuracy {m['accuracy']:.4f}, AUROC {m['auroc']:.4f}, "
           f"pointing game {m['pointing_game']:.4f}; inference {ips:,.0f} images/s with the map (batch 1,024)")
     print("   epoch  train s  loss     val acc  val pg")

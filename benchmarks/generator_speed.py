@@ -111,7 +111,8 @@ def textile_speed(n_train: int = 575, n_test: int = 575) -> None:
         t = time.perf_counter()
         for k in range(1, 31):
             gen.sample(0, k)
-        print(f"textile synthesis, {family:8s} (one core, 512×512): {(time.perf_counter() - t) / 30 * 1e3:6.1f} ms/image")
+        ms = (time.perf_counter() - t) / 30 * 1e3
+        print(f"textile synthesis, {family:8s} (one core, 512×512): {ms:6.1f} ms/image")
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         write_textile(tmp, TextileConfig(), n_train=n_train, n_test=n_test, progress=False)

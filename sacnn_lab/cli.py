@@ -86,7 +86,8 @@ def _run_config(args: argparse.Namespace):
                                ("optimizer", args.optimizer), ("device", args.device),
                                ("max_time", args.max_time), ("num_workers", args.workers),
                                ("seed", args.seed), ("grad_clip", args.grad_clip),
-                               ("keep_best", args.keep_best), ("supervision", args.supervision)) if v is not None}
+                               ("keep_best", args.keep_best), ("supervision", args.supervision),
+                               ("compile", args.compile), ("cuda_graph", args.cuda_graph)) if v is not None}
     data = {k: v for k, v in (("samples_per_epoch", args.samples_per_epoch), ("val_size", args.val_size),
                               ("test_size", args.test_size), ("early_epochs", args.early_epochs))
             if v is not None}
@@ -120,7 +121,7 @@ def _run_config(args: argparse.Namespace):
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .config import AGGREGATIONS, BEST_METRICS, SUPERVISIONS
+    from .config import AGGREGATIONS, BEST_METRICS, COMPILE_MODES, SUPERVISIONS
 
     p.add_argument("--data", default="characters",
                    help="training data: characters (default), textile (the generated DAGM-like set), a "
@@ -178,6 +179,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--max-time", type=float, help="stop after this many seconds of training")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--compile", choices=COMPILE_MODES, default=None,
+                   help="torch.compile the network's forward pass in this mode (default: off; the first steps then "
+                        "compile it)")
+    p.add_argument("--cuda-graph", action="store_true", default=None,
+                   help="on CUDA, capture the whole training step once as a CUDA graph and replay it (small networks "
+                        "bound by kernel launches, e.g. the paper preset; needs a constant learning rate)")
     p.add_argument("--seed", type=int, help="model initialisation seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

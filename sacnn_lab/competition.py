@@ -177,7 +177,11 @@ def _check_labels(labels: torch.Tensor, batch: int, num_types: int) -> None:
         raise TypeError(f"labels must be an integer or bool tensor (0 = defect-free), not {labels.dtype}")
     if labels.shape != (batch,):
         raise ValueError(f"labels must have shape ({batch},) to match the logits, got {tuple(labels.shape)}")
-    if batch and bool(((labels < 0) | (labels > num_types)).any()):
+    if not batch:
+        return
+    if labels.device.type != "cpu":  # no synchronisation (nor a read, which a CUDA graph's capture forbids):
+        torch._assert_async(((labels >= 0) & (labels <= num_types)).all())  # a device-side assert instead
+    elif bool(((labels < 0) | (labels > num_types)).any()):
         raise ValueError(f"labels must lie in 0..{num_types} (0 = defect-free), got {labels.tolist()}")
 
 

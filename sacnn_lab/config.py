@@ -293,6 +293,7 @@ class BaselineConfig:
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
 SUPERVISIONS = ("image", "mask")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # TrainConfig.compile
 AGGREGATIONS = ("max", "mean", "lse", "topk")
 """How a defective layer's pixels become the image's probability (see :mod:`sacnn_lab.competition`)."""
 
@@ -551,6 +552,15 @@ class TrainConfig:
             cells the mask touches, :func:`~sacnn_lab.competition.mask_loss`, added to the competition
             loss on the image labels), the supervised reference of the comparison: it sees labels SACNN
             never sees. Generated sets and DAGM folders (which carry masks).
+        compile: ``"off"`` (PyTorch's eager mode), or a mode of :func:`torch.compile` for the model's forward
+            pass: ``"default"``, ``"reduce-overhead"`` (the forward and backward replayed as CUDA graphs) or
+            ``"max-autotune"``. The first steps then take a while (compilation); see the README's GPU figures.
+        cuda_graph: on CUDA, capture the whole training step (forward, loss, backward, clipping, optimiser
+            step) once as one CUDA graph and replay it for every full batch (a shorter last batch runs
+            eagerly): one launch per step instead of hundreds, for small networks whose steps are bound by
+            kernel launches (the ``paper`` character preset). Needs a constant learning rate, one process,
+            image supervision and no float16 loss scaling; elsewhere it is refused (:class:`ValueError`).
+            Ignored off CUDA.
     """
 
     epochs: int = 20
@@ -577,6 +587,8 @@ class TrainConfig:
     deterministic: bool = False
     keep_best: str | None = None
     supervision: str = "image"
+    compile: str = "off"
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -616,6 +628,15 @@ class TrainConfig:
             raise ValueError(f"max_time must be a finite number > 0 of seconds, or None, not {self.max_time}")
         if self.supervision not in SUPERVISIONS:
             raise ValueError(f"supervision must be one of {SUPERVISIONS}, not {self.supervision!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, not {self.compile!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise TypeError(f"cuda_graph must be a bool, not {self.cuda_graph!r}")
+        if self.cuda_graph and self.schedule != "constant":
+            raise ValueError("cuda_graph=True replays a captured step, whose learning rate is fixed at capture: it "
+                             f"needs schedule='constant', not {self.schedule!r}")
+        if self.cuda_graph and self.supervision != "image":
+            raise ValueError("cuda_graph=True captures the competition loss only: it needs supervision='image'")
         if self.keep_best is not None and self.keep_best not in BEST_METRICS:
             raise ValueError(f"keep_best must be one of {BEST_METRICS} or None, not {self.keep_best!r}")
 

@@ -189,7 +189,10 @@ class GeneratedEpochs:
         generator, batch_size = self._epoch_source(epoch)
         ds = CharacterDataset(seed=self.seed, length=self.samples_per_epoch,
                               start=(epoch - 1) * self.samples_per_epoch, generator=generator, masks=self.masks)
-        if self.ranks.distributed:  # (workers are not used under torchrun yet: each rank composes its share)
+        if self.ranks.distributed:  # each rank composes its share of every step
+            if self.num_workers:
+                return DataLoader(_RankSteps(ds, self._steps(batch_size)), batch_size=None, shuffle=False,
+                                  num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
             return self._sharded(ds, batch_size)
         if self.num_workers:
             return make_loader(ds, batch_size, shuffle=False, num_workers=self.num_workers)
@@ -499,6 +502,23 @@ class FolderEpochs:
             return DataLoader(_EpochBatches(self, draws), batch_size=None, shuffle=False,
                               num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
         return (self.batch(draws, b) for b in range(self.steps_per_epoch))
+
+
+class _RankSteps(Dataset):
+    """One rank's share of each step of a generated epoch, as a dataset of whole batches, for DataLoader workers
+    under torchrun (item ``i``: step ``i``'s samples for this rank, and ``global_batch``)."""
+
+    def __init__(self, ds: "CharacterDataset", steps: list[tuple[np.ndarray, int]]):
+        self.ds, self.steps = ds, steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        pos, total = self.steps[int(i)]
+        out = self.ds.__getitems__(pos.tolist())
+        out["global_batch"] = torch.tensor(total)
+        return out
 
 
 class _EpochBatches(Dataset):

@@ -14,7 +14,8 @@ What a run of N processes (ranks) does:
   layers become :class:`torch.nn.SyncBatchNorm`, whose statistics are the global batch's;
 - **writing**: only rank 0 writes the run folder, the history and the progress; the others train silently.
 
-Backends: NCCL on CUDA, gloo on the CPU. The process group is made from torchrun's environment
+Backends: NCCL on CUDA, gloo on the CPU and where ranks share a GPU (NCCL refuses that). The process group is
+made from torchrun's environment
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
 """
 
@@ -69,14 +70,28 @@ def current() -> Ranks:
     return Ranks()
 
 
+def cuda_device(ranks: Ranks) -> torch.device:
+    """This rank's GPU: its local rank's, taken round the machine's GPUs when there are more ranks than GPUs
+    (e.g. 2 processes sharing one GPU)."""
+    return torch.device("cuda", ranks.local_rank % max(1, torch.cuda.device_count()))
+
+
+def shares_gpus() -> bool:
+    """Whether this machine runs more ranks than it has GPUs (torchrun's ``LOCAL_WORLD_SIZE``): NCCL refuses two
+    ranks on one GPU, so such a group communicates through gloo."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return local_world > torch.cuda.device_count()
+
+
 def init_process_group(device: torch.device) -> Ranks:
-    """Join torchrun's process group (NCCL on CUDA, gloo otherwise) when there are several ranks and it is not
-    joined yet; returns the ranks (one process: nothing is initialised)."""
+    """Join torchrun's process group when there are several ranks and it is not joined yet: NCCL on CUDA (gloo
+    where ranks share a GPU, :func:`shares_gpus`), gloo on the CPU; returns the ranks (one process: nothing is
+    initialised)."""
     ranks = ranks_from_env()
     if ranks.distributed and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = "nccl" if device.type == "cuda" and not shares_gpus() else "gloo"
         if device.type == "cuda":  # this rank's GPU before any collective (NCCL uses the current device)
-            torch.cuda.set_device(ranks.local_rank)
+            torch.cuda.set_device(cuda_device(ranks))
         dist.init_process_group(backend=backend)
     return current() if ranks.distributed else ranks
 
@@ -98,13 +113,12 @@ def loss_scale(local: int, global_: int, world: int, reduction: str) -> float:
     return float(world) if reduction == "sum" else world * local / max(global_, 1)
 
 
-def global_counts(values: list[float], device: torch.device) -> list[float]:
-    """``values`` summed over the ranks (each rank's own when there is one process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+def global_counts(values: torch.Tensor) -> torch.Tensor:
+    """``values`` (a tensor on this rank's device) summed over the ranks, in place (each rank's own when there is
+    one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values)
+    return values
 
 
 def agree(train_time: float, stop: bool, device: torch.device) -> tuple[float, bool]:
@@ -121,7 +135,8 @@ def agree(train_time: float, stop: bool, device: torch.device) -> tuple[float, b
 def barrier(device: torch.device) -> None:
     """Wait for every rank (no-op with one process)."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
+        nccl = dist.get_backend() == "nccl"
+        dist.barrier(device_ids=[torch.cuda.current_device()] if device.type == "cuda" and nccl else None)
 
 
 def positions(step_start: int, global_n: int, ranks: Ranks) -> np.ndarray:

@@ -18,13 +18,14 @@ import time
 from typing import Any, Iterable, Protocol, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from data_gen.malloc import keep_freed_memory
 
 from .competition import competition_loss, image_scores, mask_loss
 from .config import TrainConfig
-from .distributed import agree, current, global_counts, loss_scale
+from .distributed import agree, cuda_device, current, global_counts, loss_scale
 from .history import History
 
 
@@ -105,9 +106,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # Adam's step count on the device, where a captured step (cfg.cuda_graph) can move it on
+    capturable = bool(cfg.cuda_graph and params and params[0].is_cuda)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
@@ -120,6 +123,56 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: i
         return torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, t_max) / t_max)))
     return None
+
+
+class CapturedStep:
+    """A trainer's whole training step (forward, loss, backward, clipping, optimiser step and the step's figures)
+    captured once as a CUDA graph, then replayed for every batch of the captured shape.
+
+    The first ``warmup`` batches of that shape train eagerly on a side stream (the optimiser's state and cuDNN's
+    choices are made there, as capture requires); the next one is copied into static input tensors, the step
+    is captured, and from then on each step is: copy the batch in, replay, read the figures. A batch of
+    another shape (an epoch's shorter last batch) trains eagerly with the same parameters. The parameters, the
+    optimiser's state and the gradients keep their memory, so checkpoints, evaluation and resuming see one
+    model either way.
+    """
+
+    def __init__(self, trainer: "Trainer", warmup: int = 3):
+        self.trainer, self.warmup = trainer, int(warmup)
+        self.shape: tuple[int, ...] | None = None
+        self.done = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def fits(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` has the shape this step is (or will be) captured for: the first batch's."""
+        if self.shape is None:
+            self.shape = tuple(x.shape)
+        return tuple(x.shape) == self.shape
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on ``x`` (B, C, H, W) and ``y`` (B,); returns the figures (see ``Trainer._step``)."""
+        t = self.trainer
+        if self.graph is None and self.done < self.warmup:
+            self.done += 1
+            side = torch.cuda.Stream(t.device)
+            side.wait_stream(torch.cuda.current_stream(t.device))
+            with torch.cuda.stream(side):
+                out = t._step(x, y, None, 1.0, cache=False)
+            torch.cuda.current_stream(t.device).wait_stream(side)
+            return out
+        if self.graph is None:
+            self.x, self.y = x.clone(), y.clone()  # the static inputs, in x's memory format
+            torch.cuda.synchronize(t.device)
+            t.optimizer.zero_grad(set_to_none=True)  # the gradients are allocated by the captured backward
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: a DataLoader's pin-memory thread may go on allocating while this thread captures
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.stats = t._step(self.x, self.y, None, 1.0, cache=False)
+            self.graph = graph  # capture records the step without running it: it runs below
+        self.x.copy_(x, non_blocking=True)
+        self.y.copy_(y, non_blocking=True)
+        self.graph.replay()
+        return self.stats
 
 
 class Trainer:
@@ -156,14 +209,14 @@ class Trainer:
         self.ranks = current()  # several processes when torchrun's process group is joined (experiment.train)
         self.device = resolve_device(config.device)
         if self.ranks.distributed and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.ranks.local_rank)
+            self.device = cuda_device(self.ranks)
             torch.cuda.set_device(self.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         if self.device.type == "cpu":
             keep_freed_memory()  # fewer page faults per step: 7–25 % faster CPU training (data_gen.malloc)
-        if self.ranks.distributed and self.device.type == "cuda":  # the global batch's statistics
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.ranks.distributed and self.device.type == "cuda" and dist.get_backend() == "nccl":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the global batch's statistics (NCCL only)
         self.model = model.to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -188,6 +241,17 @@ class Trainer:
         self.train_time = 0.0
         self._agreed_time = 0.0
         self.should_stop = False
+        if config.compile != "off":  # the model's own module stays self.model: checkpoints keep their keys
+            self.forward_model = torch.compile(self.forward_model, mode=config.compile)
+        self._graph: CapturedStep | None = None
+        if config.cuda_graph and self.device.type == "cuda":
+            if self.ranks.distributed:
+                raise ValueError("cuda_graph=True is for one process: under torchrun, leave it off (DDP's "
+                                 "gradient averaging is not captured)")
+            if self.scaler.is_enabled():
+                raise ValueError("cuda_graph=True cannot capture float16 loss scaling (this GPU has no bfloat16): "
+                                 "set amp=False or leave cuda_graph off")
+            self._graph = CapturedStep(self)
 
     # ---- events --------------------------------------------------------------------------------------
     def add_callback(self, callback: Callback) -> None:
@@ -221,26 +285,48 @@ class Trainer:
         return model_image_scores(self.model, logits)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """One optimiser step on one batch; returns the step's record (loss and confusion counts)."""
+        """One optimiser step on one batch; returns the step's record (loss and confusion counts).
+
+        The step's figures stay on the device until one transfer at its end (one synchronisation per step).
+        """
         self.model.train()
         x = self.prepare(batch["image"])
         y = batch["label"].to(self.device, non_blocking=True)
-        with self.autocast():
+        n_local = int(y.shape[0])
+        n_global = int(batch.get("global_batch", n_local))
+        scale = loss_scale(n_local, n_global, self.ranks.world, self.config.reduction)
+        if self._graph is not None and self._graph.fits(x):
+            stats = self._graph.step(x, y)
+        else:
+            mask = batch.get("mask")
+            stats = self._step(x, y, None if mask is None else mask.to(self.device, non_blocking=True), scale)
+        self._advance_schedule()
+        self.step += 1
+        if self.ranks.distributed:  # the global batch's loss and counts, as one process would record them
+            stats = global_counts(stats)
+        loss, n, tp, fp, tn, fn = stats.tolist()
+        return {"epoch": self.epoch + 1, "step": self.step, "loss": float(loss), "batch_size": int(n),
+                "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, scale: float,
+              cache: bool = True) -> torch.Tensor:
+        """The optimiser step on a batch on the device; returns its figures as one float64 tensor on the device:
+        ``[loss (this rank's part of the global batch's), samples, tp, fp, tn, fn]``. No synchronisation (a CUDA
+        graph may capture it: ``cache=False`` turns autocast's cache off, as capture needs)."""
+        ctx = torch.autocast("cuda", dtype=self.amp_dtype, cache_enabled=cache) if self.amp \
+            else contextlib.nullcontext()
+        with ctx:
             logits = self.forward_model(x)
         if self.config.supervision == "mask":
-            if "mask" not in batch:
+            if mask is None:
                 raise ValueError("supervision='mask' needs training batches with true masks ('mask'); this "
                                  "source gives none")
             # every cell against the mask, and the image's winner against its label: the supervised
             # reference is given everything SACNN is given, and the masks besides
-            loss = mask_loss(logits.float(), batch["mask"].to(self.device, non_blocking=True), y,
-                             class_weights=self.config.class_weights,
+            loss = mask_loss(logits.float(), mask, y, class_weights=self.config.class_weights,
                              reduction=self.config.reduction) + self.loss(logits.float(), y)
         else:
             loss = self.loss(logits.float(), y)
-        n_local = int(y.shape[0])
-        n_global = int(batch.get("global_batch", n_local))
-        scale = loss_scale(n_local, n_global, self.ranks.world, self.config.reduction)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         if self.config.grad_clip is not None:
@@ -248,19 +334,17 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self._advance_schedule()
-        self.step += 1
         with torch.no_grad():  # defective when any defect type's score (SACNN: winning pixel) passes 0.5
             pred = self.image_scores(logits.detach().float()) >= 0.5
             pos = y > 0
-        local_loss = float(loss.detach()) * (scale / self.ranks.world) if n_local else 0.0  # an empty share: nothing
-        counts = [local_loss, n_local, int((pred & pos).sum()),
-                  int((pred & ~pos).sum()), int((~pred & ~pos).sum()), int((~pred & pos).sum())]
-        if self.ranks.distributed:  # the global batch's loss and counts, as one process would record them
-            counts = global_counts(counts, self.device)
-        return {"epoch": self.epoch + 1, "step": self.step, "loss": float(counts[0]),
-                "batch_size": int(counts[1]), "tp": int(counts[2]), "fp": int(counts[3]),
-                "tn": int(counts[4]), "fn": int(counts[5])}
+            n = y.shape[0]
+            # an empty share (a last global batch of fewer samples than ranks): its loss counts for nothing
+            part = (loss.detach().double() * (scale / self.ranks.world) if n
+                    else torch.zeros((), dtype=torch.float64, device=y.device))
+            return torch.stack([part, torch.full((), float(n), dtype=torch.float64, device=y.device),
+                                (pred & pos).sum().double(),
+                                (pred & ~pos).sum().double(), (~pred & ~pos).sum().double(),
+                                (~pred & pos).sum().double()])
 
     def schedule_position(self) -> int:
         """Where the learning-rate schedule stands after the current step, in steps.

@@ -27,7 +27,8 @@ def test_every_benchmark_is_found():
     assert {p.name for p in SCRIPTS} >= {"cuda_check.py", "compare_gradcam.py", "train_characters.py",
                                          "train_textile.py", "generator_speed.py", "preset_ablation.py",
                                          "real_surfaces.py", "aggregation_study.py", "weibull_detector.py",
-                                         "methods_table.py", "export_latency.py", "pointing_drift.py"}
+                                         "methods_table.py", "export_latency.py", "pointing_drift.py",
+                                         "gpu_speed.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -53,6 +54,16 @@ def test_cuda_check_runs_on_the_cpu(tmp_path):
     paper = figures["paper grad_clip=20,amp=0"]
     assert paper["epochs"] in (1, 2) and paper["samples"] > 0  # the 2 s budget may cut the second epoch
     assert 0.0 <= paper["test"]["accuracy"] <= 1.0
+
+
+def test_gpu_speed_times_each_variant_of_the_step(tmp_path):
+    out = tmp_path / "speed.json"
+    res = _run("benchmarks/gpu_speed.py", "--device", "cpu", "--smoke", "--variants", "eager", "cuda-graph",
+               "--skip", "runs", "processes", "--json", str(out))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    steps = json.loads(out.read_text())["steps"]
+    assert set(steps) == {"eager", "cuda-graph"} and all(r["samples_per_s"] > 0 for r in steps.values())
+    assert steps["cuda-graph"]["max_rel_weight_diff_vs_first"] == 0.0  # off CUDA: the eager step, the same weights
 
 
 def test_cuda_check_refuses_without_cuda_by_default():

@@ -47,7 +47,7 @@ def test_scores_and_layers_by_hand(hand_logits: torch.Tensor) -> None:
 @pytest.mark.parametrize("labels", [[1, 0], [0, 1], [1, 1], [0, 0]])
 def test_loss_equals_eq3_eq4_by_hand(hand_logits: torch.Tensor, labels: list[int]) -> None:
     l_star = [sigmoid(2.0), sigmoid(-0.5)]
-    per = [-(l * math.log(s) + (1 - l) * math.log(1 - s)) for l, s in zip(labels, l_star)]
+    per = [-(y * math.log(s) + (1 - y) * math.log(1 - s)) for y, s in zip(labels, l_star)]
     y = torch.tensor(labels)
     assert competition_loss(hand_logits, y, reduction="sum").item() == pytest.approx(sum(per), rel=1e-6)
     assert competition_loss(hand_logits, y).item() == pytest.approx(sum(per), rel=1e-6)  # Eq. 4 default

@@ -40,6 +40,10 @@ def test_shares_split_every_global_batch():
     for whole, a, b in zip(one, *two):
         assert torch.equal(torch.cat([a["image"], b["image"]]), whole["image"])
         assert int(a["global_batch"]) == len(whole["label"])
+    pooled = [list(GeneratedEpochs(gen, 0, 40, 8, num_workers=2, ranks=Ranks(r, 2)).loader(1)) for r in range(2)]
+    for plain, workers in zip(two, pooled):  # DataLoader workers under torchrun: the same shares
+        for a, b in zip(plain, workers, strict=True):
+            assert torch.equal(a["image"], b["image"]) and int(a["global_batch"]) == int(b["global_batch"])
     images = np.random.default_rng(0).integers(0, 256, (11, 8, 8), dtype=np.uint8)
     labels = np.arange(11) % 2
     one = list(FolderEpochs(images, labels, 4, seed=3, quarter_turns=True, brightness=0.1).loader(2))

@@ -12,7 +12,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TINY = {
     "01_character_data": "n_gallery = 8\nn_check = 200",
-    "02_train_sacnn": "epochs = 1\nearly_epochs = 0\nsamples_per_epoch = 64\nval_size = 32\ntest_size = 40\ngrad_clip = 20.0",
+    "02_train_sacnn": "epochs = 1\nearly_epochs = 0\nsamples_per_epoch = 64\nval_size = 32\ntest_size = 40\n"
+                      "grad_clip = 20.0",
     "03_convergence": "run_dir = 'runs/tiny'\nepochs = 2\nearly_epochs = 1\nsamples_per_epoch = 64",
     "04_imbalance_study": "ratios = [1, 3]\nepochs = 1\nearly_epochs = 0\nsamples_per_epoch = 64\ntest_size = 40",
     "05_gradcam_baseline": "sacnn_run = 'runs/s'\nbaseline_run = 'runs/b'\nsacnn_epochs = 1\nsacnn_early_epochs = 0\n"

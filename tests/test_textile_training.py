@@ -32,7 +32,8 @@ def tiny(name="fast", **kw):
 def test_textile_presets_follow_the_paper_and_the_receptive_field():
     paper, fast = RunConfig.preset("paper", data="textile"), RunConfig.preset("fast", data="textile")
     assert paper.model.num_blocks == fast.model.num_blocks == 5
-    assert (paper.train.batch_size, paper.train.optimizer, paper.train.lr, paper.train.epochs) == (16, "sgd", 0.01, 1760)
+    t = paper.train
+    assert (t.batch_size, t.optimizer, t.lr, t.epochs) == (16, "sgd", 0.01, 1760)
     assert paper.model.norm == "none" and paper.data.samples_per_epoch == paper.data.test_size == 575
     # the calculator agrees: the largest generated defects (140 px) need 5 blocks, whose field covers them
     assert suggest_blocks(max(TextileConfig().defect_size)) == 5

@@ -431,3 +431,29 @@ def test_keep_best_through_train_resume_and_load_run(tmp_path):
     assert read_checkpoint(tmp_path / "resumed" / "best.pt")["epoch"] == best
     for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_compiled_forward_trains_the_same_weights_as_eager():
+    """TrainConfig.compile: torch.compile's forward pass on the CPU trains what the eager one trains; the checkpoint
+    keeps the model's own keys."""
+    weights = {}
+    for mode in ("off", "default"):
+        # SGD: the rounding of a compiled kernel moves a weight by lr × its size (Adam would scale it up to lr)
+        run = train(tiny_config(compile=mode, epochs=1, device="cpu", optimizer="sgd", lr=0.01), progress=False)
+        weights[mode] = run.model.state_dict()
+    assert weights["off"].keys() == weights["default"].keys()
+    for k, v in weights["off"].items():
+        assert torch.allclose(v.float(), weights["default"][k].float(), atol=1e-4), k
+
+
+def test_cuda_graph_settings_are_checked():
+    with pytest.raises(ValueError, match="schedule='constant'"):
+        TrainConfig(cuda_graph=True, schedule="onecycle")
+    with pytest.raises(ValueError, match="supervision='image'"):
+        TrainConfig(cuda_graph=True, supervision="mask")
+    with pytest.raises(ValueError, match="compile must be one of"):
+        TrainConfig(compile="fast")
+    # off CUDA the setting is ignored: the run trains as it would without it
+    a = train(tiny_config(cuda_graph=True, schedule="constant", epochs=1, device="cpu"), progress=False)
+    b = train(tiny_config(schedule="constant", epochs=1, device="cpu"), progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
