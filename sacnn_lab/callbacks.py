@@ -7,11 +7,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from .distributed import share
 from .history import History
 from .runfolder import atomic_write_bytes
 from .inference import predict
@@ -120,7 +122,18 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
     Raises:
         FloatingPointError: a score is NaN or infinite (figures of such a model would be made up).
     """
-    from .metrics import LOCALISATION_COLUMNS, localisation_table, type_figures
+    parts = evaluation_parts(model, images, labels, boxes, batch_size, threshold, masks, tolerance, localisation, types)
+    return evaluation_figures(parts, labels, threshold, localisation)
+
+
+def evaluation_parts(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray | list,
+                     batch_size: int = 250, threshold: float = 0.5, masks: np.ndarray | None = None,
+                     tolerance: float = 0, localisation: bool = False, types: bool = False) -> dict[str, Any]:
+    """What :func:`evaluate_arrays` measures image by image, before the figures are made of it: ``scores`` (N,),
+    ``hits`` (the pointing game's, one per defective image with a truth), ``tables`` (the localisation tables of
+    its batches) and ``type_scores`` (N, K). Parts of consecutive slices, joined in order
+    (:func:`join_parts`), give the whole set's: how several processes share an evaluation."""
+    from .metrics import localisation_table
 
     scores, type_scores, hits, tables = [], [], [], []
     labels = np.asarray(labels)
@@ -136,25 +149,48 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
         if localisation and np.isfinite(s.numpy()).all():
             tables.append(localisation_table(s.numpy(), labels[lo:lo + batch_size] > 0, m.numpy(),
                                              boxes[lo:lo + batch_size], part_masks, threshold))
-    scores = np.concatenate(scores)
+    return {"scores": np.concatenate(scores) if scores else np.zeros(0, np.float32),
+            "hits": np.concatenate(hits) if hits else np.zeros(0, bool), "tables": tables,
+            "type_scores": type_scores}
+
+
+def join_parts(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The parts of consecutive slices of a set (:func:`evaluation_parts`), in order, as the whole set's."""
+    return {"scores": np.concatenate([p["scores"] for p in parts]),
+            "hits": np.concatenate([p["hits"] for p in parts]),
+            "tables": [t for p in parts for t in p["tables"]],
+            "type_scores": [t for p in parts for t in p["type_scores"]]}
+
+
+def evaluation_figures(parts: dict[str, Any], labels: np.ndarray, threshold: float = 0.5,
+                       localisation: bool = False) -> dict[str, Any]:
+    """The figures of :func:`evaluate_arrays` from a whole set's parts (:func:`evaluation_parts`).
+
+    Raises:
+        FloatingPointError: a score is NaN or infinite.
+    """
+    from .metrics import LOCALISATION_COLUMNS, type_figures
+
+    labels = np.asarray(labels)
+    scores = parts["scores"]
     if not np.isfinite(scores).all():
         raise FloatingPointError(f"the model gives non-finite scores for {int((~np.isfinite(scores)).sum())} of "
                                  f"{len(scores)} images (NaN or infinite weights, or a diverged run): there are "
                                  f"no figures to report")
     out: dict[str, Any] = classification(scores, labels > 0, threshold)
-    hit = np.concatenate(hits)
+    hit = parts["hits"]
     out["pointing_game"] = float(hit.mean()) if hit.size else float("nan")
     if localisation:
         import pandas as pd
 
-        table = pd.concat(tables, ignore_index=True)
+        table = pd.concat(parts["tables"], ignore_index=True)
         for c in (*LOCALISATION_COLUMNS, "false_alarm_area"):
             if c == "pointing_game":  # the one above: against the masks, with the tolerance
                 continue
             v = table[c].to_numpy(np.float64)
             out[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-    if type_scores:
-        out["types"] = type_figures(np.concatenate(type_scores), labels, threshold)
+    if parts["type_scores"]:
+        out["types"] = type_figures(np.concatenate(parts["type_scores"]), labels, threshold)
     return out
 
 
@@ -173,8 +209,19 @@ class Evaluator(Callback):
         if record["epoch"] % self.every and not trainer.should_stop and record["epoch"] != trainer.config.epochs:
             return
         t = time.perf_counter()
-        res = evaluate_arrays(trainer.model, self.images, self.labels, self.boxes, self.batch_size,
-                              masks=self.masks, localisation=self.localisation)
+        images, labels, boxes, masks = self.images, self.labels, self.boxes, self.masks
+        ranks = trainer.ranks
+        if ranks.distributed:  # each rank its consecutive share of the set; every rank gets the whole set's figures
+            sl = share(len(images), ranks)
+            images, labels, boxes = images[sl], labels[sl], boxes[sl]
+            masks = None if masks is None else masks[sl]
+        part = evaluation_parts(trainer.model, images, labels, boxes, self.batch_size, masks=masks,
+                                localisation=self.localisation)
+        if ranks.distributed:
+            gathered: list[Any] = [None] * ranks.world
+            dist.all_gather_object(gathered, part)
+            part = join_parts(gathered)
+        res = evaluation_figures(part, self.labels, localisation=self.localisation)
         record.update({f"{self.prefix}_{k}": v for k, v in res.items()})
         record[f"{self.prefix}_seconds"] = time.perf_counter() - t
 

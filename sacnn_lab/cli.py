@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -218,13 +219,16 @@ def _summary(metrics: dict) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .distributed import ranks_from_env
+    from .distributed import ranks_from_env, spread
     from .experiment import check_can_train, train
     from .trainer import resolve_device
 
     ranks = ranks_from_env()  # under torchrun: only rank 0 speaks (and writes)
     check_can_train(args.out, args.resume)  # a refused folder says so before anything is chosen or trained
-    cfg, chosen = _run_config(args)
+    # under torchrun, rank 0 alone chooses a folder's settings (short trial runs) and tells the others: the
+    # choice of one process, made once
+    cfg, chosen = spread([("config", functools.partial(_run_config, args))],
+                         resolve_device(args.device or "auto"))["config"]
     dev = resolve_device(cfg.train.device)
     what = f"the {cfg.model.name} baseline" if cfg.is_baseline else "SACNN"
     preset = "auto" if cfg.data.source == "folder" else args.preset or ("cpu" if cfg.is_baseline else "fast")

@@ -22,13 +22,15 @@ made from torchrun's environment
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["Ranks", "ranks_from_env", "init_process_group", "share", "loss_scale", "current"]
+__all__ = ["Ranks", "ranks_from_env", "init_process_group", "share", "loss_scale", "current", "spread", "alone"]
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,24 @@ def ranks_from_env() -> Ranks:
     return Ranks(rank, world, local)
 
 
+_ALONE = [False]  # inside alone(): this process trains as if it were the only one
+
+
+@contextmanager
+def alone():
+    """While inside, :func:`current` and :func:`init_process_group` answer "one process": a study's rank trains
+    its own runs by itself (:func:`spread`), with no gradients shared with the other ranks."""
+    before, _ALONE[0] = _ALONE[0], True
+    try:
+        yield
+    finally:
+        _ALONE[0] = before
+
+
 def current() -> Ranks:
-    """The ranks of the process group in use, or one process when there is none."""
+    """The ranks of the process group in use, or one process when there is none (or inside :func:`alone`)."""
+    if _ALONE[0]:
+        return Ranks()
     if dist.is_available() and dist.is_initialized():
         return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
     return Ranks()
@@ -87,6 +105,8 @@ def init_process_group(device: torch.device) -> Ranks:
     """Join torchrun's process group when there are several ranks and it is not joined yet: NCCL on CUDA (gloo
     where ranks share a GPU, :func:`shares_gpus`), gloo on the CPU; returns the ranks (one process: nothing is
     initialised)."""
+    if _ALONE[0]:
+        return Ranks()
     ranks = ranks_from_env()
     if ranks.distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" and not shares_gpus() else "gloo"
@@ -143,3 +163,24 @@ def positions(step_start: int, global_n: int, ranks: Ranks) -> np.ndarray:
     """The sample positions rank ``ranks`` takes from a global batch starting at ``step_start`` of ``global_n``."""
     sl = share(global_n, ranks)
     return np.arange(step_start + sl.start, step_start + sl.stop)
+
+
+def spread(jobs: Sequence[tuple[Hashable, Callable[[], Any]]], device: torch.device) -> dict[Hashable, Any]:
+    """Run independent jobs (e.g. a study's trainings) spread over the ranks: rank ``r`` runs jobs ``r, r + N, …``
+    alone (:func:`alone`: one process each, on its own GPU where there are several), and every rank gets every
+    job's result, keyed and ordered as ``jobs``. One process (no torchrun): all of them, in order.
+
+    A job's result travels between ranks pickled (a :class:`~sacnn_lab.experiment.Run` does: CPU weights and a
+    history). A job that fails fails its rank; torchrun then ends the others.
+    """
+    ranks = init_process_group(device)
+    if not ranks.distributed:
+        return {key: job() for key, job in jobs}
+    if device.type == "cuda":  # "cuda" in the jobs' configs is this rank's GPU
+        torch.cuda.set_device(cuda_device(ranks))
+    with alone():
+        mine = {i: job() for i, (_, job) in enumerate(jobs) if i % ranks.world == ranks.rank}
+    gathered: list[Any] = [None] * ranks.world
+    dist.all_gather_object(gathered, mine)
+    done = {i: result for part in gathered for i, result in part.items()}
+    return {key: done[i] for i, (key, _) in enumerate(jobs)}

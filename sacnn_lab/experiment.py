@@ -23,7 +23,7 @@ from data_gen.characters import CharacterBatch
 from .baseline import VGGBaseline
 from .callbacks import (Checkpointer, Evaluator, NanGuard, ProbeRecorder, ProgressBar, TimeBudget,
                         evaluate_arrays, read_checkpoint)
-from .config import RunConfig
+from .config import RunConfig, TrainConfig
 from .data import FolderSet
 from .distributed import barrier, current, init_process_group
 from .history import History
@@ -256,11 +256,13 @@ def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: 
     # a resumed class-folder run: its saved split; a fresh run makes its own (a split.json left by an
     # attempt killed before its first epoch belongs to no run)
     source = source_for(config, run_dir if state is not None else None)
-    if not main:  # another rank than 0 under torchrun: its share of the training, nothing recorded
+    t = config.train
+    if not main:  # another rank than 0 under torchrun: its share of the training and evaluation, nothing recorded
         model = build_model(config, pretrained=state is None)
-        barrier(resolve_device(config.train.device))  # rank 0 has made the data (a generated set's cache) first
+        barrier(resolve_device(t.device))  # rank 0 has made the data (a generated set's cache) first
+        val = source.split("val")
         # rank 0's clock decides the time budget, and its stop reaches every rank (Trainer.fit)
-        trainer = Trainer(model, config.train, source.training(False), [NanGuard(), *callbacks])
+        trainer = Trainer(model, t, source.training(False), [NanGuard(), _evaluator(val, t), *callbacks])
         if state is not None:
             trainer.load_state_dict(state)
         trainer.fit()
@@ -277,13 +279,10 @@ def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: 
         if faces is not None:
             atomic_write_bytes(run_dir / FACES_FILE, json.dumps(faces, indent=1).encode())
     model = build_model(config, pretrained=state is None)  # a resumed run's weights come from its checkpoint
-    t = config.train
     cbs = [NanGuard()]
     if t.max_time is not None:
         cbs.append(TimeBudget(t.max_time))
-    cbs += [ProbeRecorder(probe.images, probe.labels, probe.boxes),
-            Evaluator(val.images, val.labels, val.boxes, "val", every=t.eval_every,
-                      batch_size=t.eval_batch_size, masks=pointing_masks(val), localisation=t.eval_localisation)]
+    cbs += [ProbeRecorder(probe.images, probe.labels, probe.boxes), _evaluator(val, t)]
     if run_dir is not None:
         cbs.append(Checkpointer(run_dir, plain, best=t.keep_best))
     if progress:
@@ -295,6 +294,12 @@ def _fit(config: RunConfig, plain: dict[str, Any], run_dir: Path | None, state: 
     trainer.fit()
     model = trainer.model.to("cpu").eval()
     return Run(config, model, trainer.history, run_dir)
+
+
+def _evaluator(val: Any, t: TrainConfig) -> Evaluator:
+    """The held-out evaluation of a run (on several ranks, each evaluates its share: :class:`Evaluator`)."""
+    return Evaluator(val.images, val.labels, val.boxes, "val", every=t.eval_every, batch_size=t.eval_batch_size,
+                     masks=pointing_masks(val), localisation=t.eval_localisation)
 
 
 def _plain(d: Any) -> Any:

@@ -4,20 +4,25 @@
 training samples (the paper's Figure 6) and returns one row per (ratio, epoch). ``aggregation_study``
 trains one run per aggregation of the defective layer (the paper's maximum against the mean, log-sum-exp
 and top-k pooling) with the same budget and seeds, and returns one row per (aggregation, epoch) with the
-maps measured against the truth every epoch. ``methods_study`` puts every method of the paper's Table 1
+maps measured against the truth every epoch. Under torchrun both spread their runs over the ranks (each rank
+trains its share alone, on its own GPU where there are several; every rank gets every run's figures).
+``methods_study`` puts every method of the paper's Table 1
 (SACNN under each aggregation, the supervised reference, the Grad-CAM baseline, the unsupervised Weibull
 detector) on the same test images, over several seeds, and returns one row per method.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from .config import RunConfig
+from .distributed import ranks_from_env, spread
 from .experiment import Run, evaluate, split, train
+from .trainer import resolve_device
 
 
 def imbalance_study(ratios: Sequence[float] = (1, 3, 7, 10), base: RunConfig | None = None,
@@ -44,16 +49,18 @@ def imbalance_study(ratios: Sequence[float] = (1, 3, 7, 10), base: RunConfig | N
     if not ratios:
         raise ValueError("ratios must name at least one defective : defect-free ratio")
     base = base or RunConfig.preset("fast")
-    rows, runs = [], {}
+    jobs = []
     for r in ratios:
         if not 0.1 <= float(r) <= 100:
             raise ValueError(f"each ratio must lie in 0.1–100 defect-free images per defective one, not {r}")
         cfg = RunConfig(base.model, replace(base.data, characters=replace(base.data.characters, ratio=float(r))),
                         base.train)
         folder = None if run_dir is None else Path(run_dir) / f"ratio_{r:g}"
-        run = train(cfg, folder, progress=progress)
+        jobs.append((r, functools.partial(_train_and_test, cfg, folder, progress, test_size, False)))
+    rows, runs = [], {}
+    for r, (run, test) in spread(jobs, resolve_device(base.train.device)).items():
+        cfg = run.config
         runs[r] = run
-        test = evaluate(run.model, split(cfg, "test", n=test_size))
         last = run.history.epochs[-1]["epoch"]
         for rec in run.history.epochs:
             row = {"ratio": float(r), "label": f"1:{r:g}", **{k: rec.get(k) for k in (
@@ -63,6 +70,14 @@ def imbalance_study(ratios: Sequence[float] = (1, 3, 7, 10), base: RunConfig | N
                 row.update(test_accuracy=test["accuracy"], test_pointing_game=test["pointing_game"])
             rows.append(row)
     return pd.DataFrame(rows), runs
+
+
+def _train_and_test(cfg: RunConfig, folder: Path | None, progress: bool, test_size: int | None,
+                    localisation: bool) -> tuple[Run, dict[str, Any]]:
+    """One run of a study and its test figures (a job of :func:`~sacnn_lab.distributed.spread`: under torchrun
+    each rank trains its share of a study's runs; only rank 0 shows progress)."""
+    run = train(cfg, folder, progress=progress and ranks_from_env().main)
+    return run, evaluate(run.model, split(cfg, "test", n=test_size), localisation=localisation)
 
 
 AGGREGATION_FIGURES = ("val_accuracy", "val_auroc", "val_pointing_game", "val_energy_pointing_game",
@@ -97,18 +112,21 @@ def aggregation_study(aggregations: Sequence[str | tuple[str, dict[str, float]]]
     if not aggregations:
         raise ValueError("aggregations must name at least one aggregation")
     base = base or RunConfig.preset("fast")
-    rows, runs = [], {}
+    jobs, names = [], {}
     for entry in aggregations:
         name, knobs = (entry, {}) if isinstance(entry, str) else (entry[0], dict(entry[1]))
         label = name + "".join(f" {k.split('_')[-1]}={v:g}" for k, v in knobs.items())
         cfg = RunConfig(replace(base.model, aggregation=name, **knobs), base.data,
                         replace(base.train, eval_localisation=True))
         folder = None if run_dir is None else Path(run_dir) / label.replace(" ", "_").replace("=", "")
-        if label in runs:
+        if label in names:
             raise ValueError(f"aggregation {label!r} is named twice")
-        run = train(cfg, folder, progress=progress)
+        names[label] = name
+        jobs.append((label, functools.partial(_train_and_test, cfg, folder, progress, test_size, True)))
+    rows, runs = [], {}
+    for label, (run, test) in spread(jobs, resolve_device(base.train.device)).items():
+        name = names[label]
         runs[label] = run
-        test = evaluate(run.model, split(cfg, "test", n=test_size), localisation=True)
         last = run.history.epochs[-1]["epoch"]
         for rec in run.history.epochs:
             row = {"aggregation": name, "label": label,

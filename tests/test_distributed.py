@@ -3,6 +3,7 @@ process of batch 2b trains; only rank 0 writes; resume; a failing rank stops the
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -103,8 +104,8 @@ def _close(a: dict, b: dict) -> None:
 def test_two_ranks_of_batch_b_train_one_process_of_batch_2b(tmp_path):
     from sacnn_lab.experiment import load_run, train
 
-    single = train(paper_like(16), tmp_path / "one", progress=False)
-    ranks = spawn(2, paper_like(8), tmp_path / "two", tmp_path / "w")
+    single = train(paper_like(16, eval_localisation=True), tmp_path / "one", progress=False)
+    ranks = spawn(2, paper_like(8, eval_localisation=True), tmp_path / "two", tmp_path / "w")
     _close(ranks[0], single.model.state_dict())
     _close(ranks[1], ranks[0])
     # rank 0 wrote the run, with the global batch's figures; rank 1 wrote nothing beside it
@@ -114,6 +115,10 @@ def test_two_ranks_of_batch_b_train_one_process_of_batch_2b(tmp_path):
     assert mine["samples"] == theirs["samples"] == 40 and mine["steps"] == theirs["steps"] == 6
     assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
     assert mine["train_accuracy"] == theirs["train_accuracy"]
+    # the validation set evaluated in two shares and gathered: the figures of one process evaluating it whole
+    for k in ("val_accuracy", "val_tp", "val_fp", "val_pointing_game", "val_auroc", "val_iou_otsu",
+              "val_compactness_otsu"):
+        assert mine[k] == pytest.approx(theirs[k], rel=1e-4, nan_ok=True), k
 
 
 def test_a_run_killed_and_resumed_under_two_ranks_equals_an_uninterrupted_one(tmp_path):
@@ -154,3 +159,89 @@ def test_torchrun_trains_one_run_from_the_command_line(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("training SACNN") == 1 and "2 processes, a global batch of 2 × 8" in res.stdout
     assert res.stdout.count("done: 1 epochs") == 1 and (out / "checkpoint.pt").is_file()
+
+
+def test_an_evaluation_in_consecutive_shares_gives_the_whole_sets_figures():
+    from sacnn_lab.callbacks import evaluate_arrays, evaluation_figures, evaluation_parts, join_parts
+    from sacnn_lab.experiment import build_model, split
+
+    cfg = paper_like(8)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    val = split(cfg, "val", 9)
+    whole = evaluate_arrays(model, val.images, val.labels, val.boxes, batch_size=4, localisation=True)
+    parts = [evaluation_parts(model, val.images[sl], val.labels[sl], val.boxes[sl], batch_size=4, localisation=True)
+             for sl in (share(9, Ranks(r, 3)) for r in range(3))]
+    joined = evaluation_figures(join_parts(parts), val.labels, localisation=True)
+    assert joined.keys() == whole.keys()
+    for k, v in whole.items():
+        assert joined[k] == pytest.approx(v, rel=1e-5, nan_ok=True), k
+
+
+def _study_rank(rank: int, world: int, port: int, base: RunConfig, run_dir: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    import torch.distributed as dist
+
+    from sacnn_lab import distributed
+    from sacnn_lab.studies import imbalance_study
+
+    trained = []
+    real = distributed.alone
+
+    def counting_alone():  # which rank trains which run: alone() is entered once per rank, around its own jobs
+        trained.append(rank)
+        return real()
+
+    distributed.alone = counting_alone
+    try:
+        table, runs = imbalance_study((1, 3), base=base, run_dir=run_dir, progress=False, test_size=8)
+        table.to_json(Path(out) / f"table{rank}.json")
+        assert dist.get_world_size() == 2 and trained == [rank] and sorted(runs) == [1, 3]
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_a_study_under_torchrun_spreads_its_runs_over_the_ranks(tmp_path):
+    """Each of 2 ranks trains one of the 2 runs alone; both get the whole table, the one process's table."""
+    import pandas as pd
+
+    from sacnn_lab.studies import imbalance_study
+
+    base = paper_like(8, epochs=1)
+    single, _ = imbalance_study((1, 3), base=base, run_dir=tmp_path / "one", progress=False, test_size=8)
+    mp.spawn(_study_rank, args=(2, _free_port(), base, str(tmp_path / "two"), str(tmp_path)), nprocs=2, join=True)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["ratio_1", "ratio_3"]
+    for r in range(2):
+        table = pd.read_json(tmp_path / f"table{r}.json")
+        cols = ["ratio", "epoch", "samples", "train_loss", "val_accuracy", "test_accuracy"]
+        pd.testing.assert_frame_equal(table[cols].reset_index(drop=True), single[cols].reset_index(drop=True),
+                                      check_dtype=False, rtol=1e-5)
+
+
+def test_torchrun_trains_a_class_folder_with_the_settings_one_process_chooses(tmp_path):
+    """A folder of one's own under torchrun: rank 0 alone chooses the settings (its trial runs are one process's)
+    and both ranks train with them."""
+    import subprocess
+    import sys
+
+    from tests.test_class_folders import make_class_folder
+
+    root = make_class_folder(tmp_path / "set", good=16, kinds={"defective": 8}, masks=True)
+    common = ["train", "--data", str(root), "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cwd = Path(__file__).resolve().parents[1]
+    one = subprocess.run([sys.executable, "-m", "sacnn_lab", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "sacnn_lab", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    chosen = [line for line in two.stdout.splitlines() if line.startswith("  ")]
+    assert chosen and chosen == [line for line in one.stdout.splitlines() if line.startswith("  ")]
+    assert two.stdout.count("chosen from the data") == 1
+    a = json.loads((tmp_path / "one" / "config.json").read_text())
+    b = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert a == b
