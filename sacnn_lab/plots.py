@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -543,4 +543,69 @@ def detections(images: np.ndarray, maps: np.ndarray | None = None, masks: np.nda
         fig.suptitle(title)
     if path is not None:
         fig.savefig(path, dpi=110)
+    return fig
+
+
+def winner_gradient(images: np.ndarray, result: Any, labels: Sequence[int] | None = None, cols: int = 6) -> Figure:
+    """Where one backward pass of the competition loss reaches the defective layer
+    (:func:`~sacnn_lab.mechanism.winner_gradient`): each image above, the size of the gradient on its map's
+    pixels below, the winner circled. One pixel per image is lit: the winner's.
+
+    Args:
+        images: ``(B, H, W)`` uint8.
+        result: a :class:`~sacnn_lab.mechanism.WinnerGradient` of those images.
+        labels: ``(B,)`` image labels, shown in the titles.
+        cols: images shown (the first ``cols``).
+    """
+    n = min(cols, len(images))
+    fig = Figure(figsize=(2.0 * n, 4.2), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(2, n, squeeze=False))
+    for i in range(n):
+        axes[0, i].imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        label = "" if labels is None else ("defective" if labels[i] else "defect-free")
+        axes[0, i].set_title(label, fontsize=8)
+        g = result.gradient[i]
+        axes[1, i].imshow(g, cmap="magma")
+        r, c = result.winners[i]
+        axes[1, i].plot(c, r, "o", mfc="none", mec="cyan", ms=10, mew=1.5)
+        axes[1, i].set_title(f"{int(result.touched[i])} pixel(s) with a gradient", fontsize=7)
+        for ax in axes[:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("image")
+    axes[1, 0].set_ylabel("|gradient| on the map")
+    return fig
+
+
+def property_one(table: Any) -> Figure:
+    """The paper's property 1, measured (:func:`~sacnn_lab.mechanism.property_one`): how much one gradient step
+    changed each pixel's defective probability, against its distance from the image's winner (one thin line
+    per image, their mean thick), on a log scale."""
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for _, g in table.groupby("image"):
+        ax.plot(g["distance"], g["change"].clip(lower=1e-7), color="0.8", lw=0.7)
+    mean = table.groupby("distance")["change"].mean()
+    ax.plot(mean.index, mean.clip(lower=1e-7).values, "o-", color="C3", lw=2, label="mean over the images")
+    ax.set(yscale="log", xlabel="distance from the winner (map cells)", ylabel="|change| of the defective probability",
+           title="one gradient step changes the map near the winner")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def competition_by_epoch(table: Any) -> Figure:
+    """The competition over a run's epochs (:func:`~sacnn_lab.mechanism.competition_by_epoch`): (a) the share of
+    defective probe images whose winner lies off the defect; (b) the probabilities of the defect-free probe
+    images (their mean and largest: the false winners) against the defective ones'."""
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(table["epoch"], table["off_defect"], "o-", color="C3")
+    ax1.set(xlabel="epoch", ylabel="share of defective images", ylim=(-0.02, 1.02),
+            title="(a) winners off the defect (on a distractor)")
+    ax2.plot(table["epoch"], table["defective_mean"], "o-", color="C0", label="defective images, mean")
+    ax2.plot(table["epoch"], table["free_max_mean"], "o-", color="C2", label="defect-free images, mean")
+    ax2.plot(table["epoch"], table["free_max_top"], "--", color="C2", label="defect-free images, largest")
+    ax2.set(xlabel="epoch", ylabel="image probability (the winner's)", ylim=(-0.02, 1.02),
+            title="(b) the winners' probabilities")
+    ax2.legend(fontsize=8)
     return fig

@@ -21,22 +21,28 @@ from typing import Any, Sequence
 
 from .config import RunConfig
 from .distributed import ranks_from_env, spread
-from .experiment import Run, evaluate, split, train
+from .experiment import Run, evaluate, load_run, split, train
 from .trainer import resolve_device
 
 
 def imbalance_study(ratios: Sequence[float] = (1, 3, 7, 10), base: RunConfig | None = None,
                     run_dir: str | os.PathLike | None = None, progress: bool = True,
-                    test_size: int | None = None) -> tuple[Any, dict[float, Run]]:
+                    test_size: int | None = None, seed: int | None = None, reuse: bool = False,
+                    load_only: bool = False) -> tuple[Any, dict[float, Run]]:
     """Train one run per ratio with the same budget and gather their figures.
 
     Args:
         ratios: defect-free training images per defective one (1 = balanced; the paper: 1, 3, 7, 10).
         base: the configuration every run shares (default: the ``fast`` preset); only the training
             ratio changes. Validation and test stay balanced (``base.data.eval_ratio``).
-        run_dir: when given, each run is saved in ``run_dir/ratio_<r>``.
+        run_dir: when given, each run is saved in ``run_dir/ratio_<r>`` (``ratio_<r>_seed<s>`` with ``seed``).
         progress: progress bars.
         test_size: images of the final test evaluation (default: ``base.data.test_size``).
+        seed: the runs' initialisation seed (``TrainConfig.seed``; default: the base's), named in the folders.
+        reuse: a run folder already there is resumed: a finished run is loaded, an interrupted one continues
+            (one of another configuration is refused, naming the fields that differ).
+        load_only: load each run from its folder, never train (e.g. the reference runs of
+            :mod:`sacnn_lab.course`).
 
     Returns:
         ``(table, runs)``: a pandas DataFrame with one row per (ratio, epoch) — ``ratio``, ``label``
@@ -54,9 +60,11 @@ def imbalance_study(ratios: Sequence[float] = (1, 3, 7, 10), base: RunConfig | N
         if not 0.1 <= float(r) <= 100:
             raise ValueError(f"each ratio must lie in 0.1–100 defect-free images per defective one, not {r}")
         cfg = RunConfig(base.model, replace(base.data, characters=replace(base.data.characters, ratio=float(r))),
-                        base.train)
-        folder = None if run_dir is None else Path(run_dir) / f"ratio_{r:g}"
-        jobs.append((r, functools.partial(_train_and_test, cfg, folder, progress, test_size, False)))
+                        base.train if seed is None else replace(base.train, seed=int(seed)))
+        folder = None if run_dir is None else \
+            Path(run_dir) / (f"ratio_{r:g}" + ("" if seed is None else f"_seed{int(seed)}"))
+        jobs.append((r, functools.partial(_train_and_test, cfg, folder, progress, test_size, False, reuse,
+                                          load_only)))
     rows, runs = [], {}
     for r, (run, test) in spread(jobs, resolve_device(base.train.device)).items():
         cfg = run.config
@@ -73,11 +81,16 @@ def imbalance_study(ratios: Sequence[float] = (1, 3, 7, 10), base: RunConfig | N
 
 
 def _train_and_test(cfg: RunConfig, folder: Path | None, progress: bool, test_size: int | None,
-                    localisation: bool) -> tuple[Run, dict[str, Any]]:
+                    localisation: bool, reuse: bool = False, load_only: bool = False) -> tuple[Run, dict[str, Any]]:
     """One run of a study and its test figures (a job of :func:`~sacnn_lab.distributed.spread`: under torchrun
     each rank trains its share of a study's runs; only rank 0 shows progress)."""
-    run = train(cfg, folder, progress=progress and ranks_from_env().main)
-    return run, evaluate(run.model, split(cfg, "test", n=test_size), localisation=localisation)
+    if load_only:
+        if folder is None:
+            raise ValueError("load_only reads finished runs: give run_dir")
+        run = load_run(folder)
+    else:
+        run = train(cfg, folder, resume=reuse, progress=progress and ranks_from_env().main)
+    return run, evaluate(run.model, split(run.config, "test", n=test_size), localisation=localisation)
 
 
 AGGREGATION_FIGURES = ("val_accuracy", "val_auroc", "val_pointing_game", "val_energy_pointing_game",

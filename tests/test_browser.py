@@ -40,15 +40,9 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def lab(tmp_path):
-    """A tiny trained run, the convergence notebook pointing at it, and JupyterLab serving the folder."""
-    from tests.test_trainer import tiny_config  # the same tiny run as the trainer tests
-    from sacnn_lab.experiment import train
-
-    train(tiny_config(epochs=3), tmp_path / "run", progress=False)
+    """The convergence notebook as a reader opens it (its defaults read the shipped reference run), and
+    JupyterLab serving its folder."""
     nb = nbformat.read(ROOT / "notebooks" / "03_convergence.ipynb", as_version=4)
-    for cell in nb.cells:
-        if "parameters" in cell.metadata.get("tags", []):
-            cell.source = f"run_dir = {str(tmp_path / 'run')!r}\nepochs = 3\nearly_epochs = 0\nsamples_per_epoch = 48"
     nbformat.write(nb, tmp_path / "03_convergence.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt")}

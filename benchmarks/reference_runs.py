@@ -1,0 +1,98 @@
+"""Make the reference runs the notebooks read (``sacnn_lab/reference_runs/``), and record how each was made.
+
+    python benchmarks/reference_runs.py                            # the CPU setting's runs: ~25 min on 2 cores
+    python benchmarks/reference_runs.py --names characters --setting gpu     # on a GPU
+    python benchmarks/reference_runs.py --names characters --out /tmp/ref    # elsewhere (e.g. to compare)
+
+Each run is trained with :func:`sacnn_lab.course.config` into ``<out>/<setting>/<name>`` (the imbalance study: one
+folder per ratio and seed), then made smaller for shipping: the optimiser's state is dropped from its checkpoint
+(a reference run is finished: it is loaded, never resumed) and ``best.pt`` is removed. ``made.json`` beside the
+runs records the command, the machine, the date and each run's training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sacnn_lab import course  # noqa: E402
+from sacnn_lab.callbacks import read_checkpoint  # noqa: E402
+from sacnn_lab.runfolder import atomic_write_bytes  # noqa: E402
+
+
+def machine() -> str:
+    """The machine in a line: the processor (or GPU), cores, torch."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f"{torch.cuda.get_device_name()}, " if torch.cuda.is_available() else ""
+    return f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def slim(folder: Path) -> None:
+    """A finished run made smaller for shipping: no optimiser state in its checkpoint, no best.pt, no lock."""
+    ckpt = folder / "checkpoint.pt"
+    state = read_checkpoint(ckpt)
+    state["optimizer"], state["scaler"] = {}, {}
+    state.pop("scheduler", None)
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(ckpt, buf.getvalue())
+    for extra in ("best.pt", "run.lock"):
+        (folder / extra).unlink(missing_ok=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--names", nargs="+", default=list(course.NAMES), choices=list(course.NAMES))
+    p.add_argument("--setting", default="cpu", choices=course.SETTINGS)
+    p.add_argument("--out", default=str(course.REFERENCE_DIR), help="where the runs go (default: the package's)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args()
+    out = Path(args.out)
+    record_path = out / "made.json"
+    made = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    command = "python benchmarks/reference_runs.py --names {name} --setting " + args.setting
+    for name in args.names:
+        target = out / args.setting / name
+        if target.exists():
+            shutil.rmtree(target)
+        t0 = time.perf_counter()
+        if name == "imbalance":
+            table, runs = course.imbalance(args.setting, "train", run_dir=target, progress=not args.quiet)
+            folders = sorted(p for p in target.iterdir() if p.is_dir())
+            seconds = sum(r.history.epochs[-1]["train_time"] for r in runs.values())
+        else:
+            run = course.run(name, args.setting, "train", run_dir=target, progress=not args.quiet)
+            folders, seconds = [target], run.history.epochs[-1]["train_time"]
+        for folder in folders:
+            slim(folder)
+        made[f"{args.setting}/{name}"] = {
+            "command": command.format(name=name), "machine": machine(),
+            "date": datetime.date.today().isoformat(), "train_seconds": round(seconds, 1),
+            "wall_seconds": round(time.perf_counter() - t0, 1), "runs": [str(f.relative_to(out)) for f in folders]}
+        atomic_write_bytes(record_path, (json.dumps(made, indent=1) + "\n").encode())
+        print(f"{args.setting}/{name}: {len(folders)} run(s), {seconds:.0f} s of training", flush=True)
+
+
+if __name__ == "__main__":
+    main()

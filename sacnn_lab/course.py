@@ -1,0 +1,191 @@
+"""The runs behind the notebooks, at two settings, from two sources.
+
+Every notebook names its runs here, and has two parameters:
+
+- ``setting``: ``"cpu"`` (the small recipes, minutes on a laptop) or ``"gpu"`` (the paper's own settings, with
+  the gradient clipping that keeps them from diverging: for a GPU kernel);
+- ``source``: ``"reference"`` (the runs shipped with sacnn-lab, in ``sacnn_lab/reference_runs/``: every figure
+  in seconds, on any laptop) or ``"train"`` (trained here, into ``runs/<setting>/<name>``, each setting in its
+  own folder; an interrupted run continues, a finished one is loaded).
+
+::
+
+    run = course.run("characters", setting="cpu", source="reference")
+    table, runs = course.imbalance(setting="gpu", source="train")
+
+How each reference run was made (the command, the machine, the date, its training time) is in
+``sacnn_lab/reference_runs/made.json`` (:func:`made`); ``python benchmarks/reference_runs.py`` makes them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import RunConfig
+from .experiment import Run, config_differences, load_run, train
+
+SETTINGS = ("cpu", "gpu")
+SOURCES = ("reference", "train")
+REFERENCE_DIR = Path(__file__).with_name("reference_runs")
+IMBALANCE_RATIOS = (1, 3, 7, 10)
+IMBALANCE_SEEDS = (0, 1, 2)
+
+
+def _check(setting: str, source: str = "reference") -> None:
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, not {setting!r}")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+
+
+def config(name: str, setting: str = "cpu") -> RunConfig:
+    """The configuration of the course's run ``name`` at ``setting``.
+
+    Names: ``"characters"`` (SACNN on the character set: the ``fast`` preset; on a GPU the ``paper`` preset
+    clipped to 20, keeping the epoch of the best pointing game as ``best.pt``), ``"textile"`` (the generated
+    DAGM-like set: the textile ``fast`` preset; on a GPU the textile ``paper`` preset clipped to 20) and
+    ``"imbalance"`` (the base every run of the imbalance study shares: 3 epochs of 2,048 samples at full size;
+    on a GPU the paper preset's 15 epochs of 100,000, its Figure 6).
+
+    Raises:
+        ValueError: an unknown name or setting.
+    """
+    _check(setting)
+    gpu = setting == "gpu"
+    if name == "characters":
+        return (RunConfig.preset("paper", grad_clip=20, keep_best="val_pointing_game", num_workers=8) if gpu
+                else RunConfig.preset("fast"))
+    if name == "textile":
+        # 8 probe images (of 512²): the maps of every epoch, small enough to ship
+        return (RunConfig.preset("paper", data="textile", grad_clip=20, num_workers=4, probe_size=8) if gpu
+                else RunConfig.preset("fast", data="textile", probe_size=8))
+    if name == "imbalance":
+        return (RunConfig.preset("paper", grad_clip=20, epochs=15, num_workers=8) if gpu
+                else RunConfig.preset("fast", epochs=3, early_epochs=0, samples_per_epoch=2048))
+    raise ValueError(f"no course run is called {name!r}: choose one of {NAMES}")
+
+
+NAMES = ("characters", "textile", "imbalance")
+
+
+def reference_path(name: str, setting: str = "cpu") -> Path:
+    """Where the reference run ``name`` at ``setting`` lives (it may be absent: :func:`available`)."""
+    _check(setting)
+    return REFERENCE_DIR / setting / name
+
+
+def available() -> list[str]:
+    """The reference runs shipped, as ``"<setting>/<name>"`` (an imbalance study's runs one by one)."""
+    return sorted(str(p.parent.relative_to(REFERENCE_DIR)) for p in REFERENCE_DIR.glob("**/checkpoint.pt"))
+
+
+def made() -> dict[str, Any]:
+    """How each reference run was made: ``"<setting>/<name>"`` → its command, machine, date and training time."""
+    path = REFERENCE_DIR / "made.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def describe(run: Run) -> str:
+    """Where a course run comes from, in a line: a reference run's command, machine and training time, or the
+    folder a run was trained in."""
+    folder = Path(run.run_dir) if run.run_dir is not None else None
+    last = run.history.epochs[-1] if run.history.epochs else {}
+    what = (f"{len(run.history.epochs)} epochs, {last.get('train_time', 0):.0f} s of training")
+    if folder is not None and REFERENCE_DIR in folder.resolve().parents:
+        key = str(folder.resolve().relative_to(REFERENCE_DIR.resolve()))
+        rec = made().get(key) or next((m for m in made().values() if key in m.get("runs", ())), {})
+        return (f"reference run {key} ({what}), made on {rec.get('date', '?')} with `{rec.get('command', '?')}` "
+                f"on {rec.get('machine', '?')}")
+    return f"trained here, in {folder} ({what})" if folder is not None else f"trained here ({what})"
+
+
+def _reference(folder: Path, name: str, setting: str) -> Run:
+    if not (folder / "checkpoint.pt").is_file():
+        raise FileNotFoundError(
+            f"no reference run {folder.relative_to(REFERENCE_DIR)} is shipped with sacnn-lab (shipped: "
+            f"{', '.join(available()) or 'none'}): set source = 'train' to train it here"
+            + (" (the gpu setting wants a GPU)" if setting == "gpu" else ""))
+    return load_run(folder)
+
+
+def run(name: str, setting: str = "cpu", source: str = "reference", run_dir: str | os.PathLike | None = None,
+        progress: bool = True, **overrides: Any) -> Run:
+    """The course's run ``name`` at ``setting``: the shipped reference run, or trained here.
+
+    Args:
+        name: see :func:`config`.
+        setting: ``"cpu"`` or ``"gpu"``.
+        source: ``"reference"`` or ``"train"``.
+        run_dir: where a trained run lives (default ``runs/<setting>/<name>``); not used for a reference run.
+        progress: progress bars while training.
+        overrides: fields of the configuration to change (:meth:`RunConfig.updated`) for a run trained here,
+            e.g. ``epochs=2`` for a first look; a reference run is as it was made.
+
+    Raises:
+        FileNotFoundError: ``source="reference"`` for a run that is not shipped.
+        ValueError: ``run_dir`` holds a run of another configuration (the fields that differ are named).
+    """
+    _check(setting, source)
+    if source == "reference":
+        if overrides:
+            raise ValueError(f"a reference run is as it was made: {sorted(overrides)} change a run trained here "
+                             f"(source = 'train')")
+        return _reference(reference_path(name, setting), name, setting)
+    cfg = config(name, setting)
+    cfg = cfg.updated(**overrides) if overrides else cfg
+    return train(cfg, run_dir or Path("runs") / setting / name, resume=True, progress=progress)
+
+
+def imbalance(setting: str = "cpu", source: str = "reference", ratios: Sequence[float] = IMBALANCE_RATIOS,
+              seeds: Sequence[int] = IMBALANCE_SEEDS, run_dir: str | os.PathLike | None = None,
+              progress: bool = True, test_size: int = 500,
+              **overrides: Any) -> tuple[Any, dict[tuple[float, int], Run]]:
+    """The imbalance study (the paper's Figure 6): one run per (ratio, seed), each ratio's precision per epoch.
+
+    Args:
+        setting, source, progress, overrides: as in :func:`run`.
+        ratios: defect-free training images per defective one.
+        seeds: initialisation seeds of each ratio's runs (the spread between them).
+        run_dir: where trained runs live (default ``runs/<setting>/imbalance``), one folder per run.
+        test_size: test images each run is measured on at the end (balanced, an unseen seed).
+
+    Returns:
+        ``(table, runs)``: the rows of :func:`~sacnn_lab.studies.imbalance_study` with a ``seed`` column, and
+        the runs by ``(ratio, seed)``.
+    """
+    import pandas as pd
+
+    from .studies import imbalance_study
+
+    _check(setting, source)
+    tables, runs = [], {}
+    for seed in seeds:
+        if source == "reference":
+            if overrides:
+                raise ValueError("a reference run is as it was made: overrides change runs trained here")
+            folder = reference_path("imbalance", setting)
+            base = config("imbalance", setting)
+        else:
+            folder = Path(run_dir or Path("runs") / setting / "imbalance")
+            base = config("imbalance", setting).updated(**overrides) if overrides else config("imbalance", setting)
+        table, by_ratio = imbalance_study(ratios, base, folder, progress, test_size, seed=int(seed),
+                                          reuse=True, load_only=source == "reference")
+        tables.append(table.assign(seed=int(seed)))
+        runs.update({(r, int(seed)): v for r, v in by_ratio.items()})
+    return pd.concat(tables, ignore_index=True), runs
+
+
+def load_config(folder: str | os.PathLike) -> RunConfig:
+    """The configuration a run folder was trained with (``config.json``)."""
+    return RunConfig.from_dict(json.loads((Path(folder) / "config.json").read_text()))
+
+
+def check_reference(name: str, setting: str, folder: Path) -> list[tuple[str, Any, Any]]:
+    """The configuration fields where a run folder differs from the course's ``config(name, setting)``."""
+    from .experiment import _plain
+
+    saved = json.loads((folder / "config.json").read_text())
+    return config_differences(_plain(config(name, setting).to_dict()), saved)

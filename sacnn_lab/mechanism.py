@@ -1,0 +1,121 @@
+"""Why the competition converges, measured on a network and on a run's history.
+
+- :func:`winner_gradient`: one backward pass of the competition loss (Eqs. 3–4 on the maximum of Eq. 2) reaches
+  each image's winning pixel and no other;
+- :func:`property_one`: the paper's property 1: one gradient step changes the defect map mostly near the
+  winner, and less the further a pixel lies from it (the receptive fields it shares with the winner);
+- :func:`competition_by_epoch`: over a run's epochs, from its probe maps: the share of defective probe images
+  whose winner lies off the defect (on a distractor, a line, a huge or tiny glyph) falling, and the maxima on
+  the defect-free probe images (the false winners the competition pushes down) falling.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .competition import competition_loss, defect_layers, winning_pixels
+
+
+@dataclass
+class WinnerGradient:
+    """What one backward pass of the competition loss gives the defective layer.
+
+    Attributes:
+        gradient: ``(B, s, t)`` the size of the loss's gradient on each pixel's logits (summed over the classes).
+        winners: ``(B, 2)`` each image's winning pixel ``(row, col)`` (the maximum of its defective layer).
+        touched: ``(B,)`` how many pixels of each image receive any gradient (1: the winner alone).
+        on_winner: ``(B,)`` whether the pixel that receives it is the winner.
+    """
+
+    gradient: np.ndarray
+    winners: np.ndarray
+    touched: np.ndarray
+    on_winner: np.ndarray
+
+
+def _logits(model: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images)).float().div(255).unsqueeze(1)
+    return model(x)
+
+
+def winner_gradient(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> WinnerGradient:
+    """The gradient of the competition loss on the logits of ``model`` (in eval mode) for ``images``
+    ``(B, H, W)`` uint8 with image labels ``(B,)``: only each image's winner receives one.
+    """
+    model = model.eval()
+    logits = _logits(model, images).detach().requires_grad_(True)
+    competition_loss(logits, torch.as_tensor(np.asarray(labels)).long(), reduction="sum").backward()
+    grad = logits.grad.abs().sum(1)  # (B, s, t)
+    flat = winning_pixels(logits.detach())[:, 0]  # (B,) row-major indices into the s·t pixels
+    t = grad.shape[2]
+    winners = torch.stack([flat // t, flat % t], 1)  # (B, 2)
+    touched = (grad > 0).flatten(1).sum(1)
+    on_winner = (grad.flatten(1)[torch.arange(len(grad)), flat] > 0) & (touched == 1)
+    return WinnerGradient(grad.numpy(), winners.numpy(), touched.numpy(), on_winner.numpy())
+
+
+def property_one(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, lr: float = 0.01) -> Any:
+    """The paper's property 1, measured: one SGD step of the competition loss on ``images`` ``(B, H, W)`` with
+    ``labels`` ``(B,)`` (on a copy of ``model``, left as it was), and how much each pixel's defective probability
+    changed, against its distance from its image's winner (in map cells, the larger of the row and column
+    offsets).
+
+    Returns:
+        A DataFrame with one row per (image, distance): ``image``, ``label``, ``distance`` and ``change`` (the
+        mean absolute change of the defective probability over the pixels at that distance); the step is
+        taken on the whole batch at once, in eval mode (normalisation with its running statistics).
+    """
+    import pandas as pd
+
+    net = copy.deepcopy(model).eval()
+    y = torch.as_tensor(np.asarray(labels)).long()
+    with torch.no_grad():
+        before = defect_layers(_logits(net, images))[:, 0]
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    logits = _logits(net, images)
+    flat = winning_pixels(logits.detach())[:, 0].numpy()
+    competition_loss(logits, y, reduction="sum").backward()
+    opt.step()
+    with torch.no_grad():
+        change = (defect_layers(_logits(net, images))[:, 0] - before).abs().numpy()
+    s, t = change.shape[1:]
+    rows, cols = np.mgrid[0:s, 0:t]
+    out = []
+    for i, (r, c) in enumerate(zip(flat // t, flat % t)):
+        dist = np.maximum(np.abs(rows - r), np.abs(cols - c))
+        for d in np.unique(dist):
+            out.append({"image": i, "label": int(y[i]), "distance": int(d),
+                        "change": float(change[i][dist == d].mean())})
+    return pd.DataFrame(out)
+
+
+def competition_by_epoch(history: Any) -> Any:
+    """The competition over a run's epochs, from its probe maps (``DataConfig.probe_size`` images).
+
+    Returns:
+        A DataFrame with one row per recorded epoch: ``epoch``, ``off_defect`` (the share of defective probe images
+        with true boxes whose winner lies outside every box: on a distractor, a line or the background),
+        ``free_max_mean`` and ``free_max_top`` (the mean and the largest probability of the defect-free probe
+        images: the false winners' strength) and ``defective_mean`` (the mean probability of the defective ones).
+    """
+    import pandas as pd
+
+    from .studies import winner_drift
+
+    drift = winner_drift(history)
+    free = history.probe_indices("defect-free")
+    defective = history.probe_indices("defective")
+    rows = []
+    for e in history.recorded_epochs:
+        scores = np.asarray(history.probe_scores[e], np.float64)
+        d = drift[drift.epoch == e]
+        rows.append({"epoch": int(e), "off_defect": float(1 - d.hit.mean()) if len(d) else float("nan"),
+                     "free_max_mean": float(scores[free].mean()) if free else float("nan"),
+                     "free_max_top": float(scores[free].max()) if free else float("nan"),
+                     "defective_mean": float(scores[defective].mean()) if defective else float("nan")})
+    return pd.DataFrame(rows)
