@@ -46,11 +46,14 @@ def machine() -> str:
     return f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def slim(folder: Path) -> None:
-    """A finished run made smaller for shipping: no optimiser state in its checkpoint, no best.pt, no lock."""
+def slim(folder: Path, half: bool = False) -> None:
+    """A finished run made smaller for shipping: no optimiser state in its checkpoint, no best.pt, no lock; with
+    ``half``, its weights stored in float16 (loading casts them back to float32)."""
     ckpt = folder / "checkpoint.pt"
     state = read_checkpoint(ckpt)
     state["optimizer"], state["scaler"] = {}, {}
+    if half:
+        state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     state.pop("scheduler", None)
     import io
 
@@ -84,12 +87,14 @@ def main() -> None:
         else:
             run = course.run(name, args.setting, "train", run_dir=target, progress=not args.quiet)
             folders, seconds = [target], run.history.epochs[-1]["train_time"]
+        half = name == "baseline"  # 2.2 million weights: 4 MB in float16 instead of 9
         for folder in folders:
-            slim(folder)
+            slim(folder, half=half)
         made[f"{args.setting}/{name}"] = {
             "command": command.format(name=name), "machine": machine(),
             "date": datetime.date.today().isoformat(), "train_seconds": round(seconds, 1),
-            "wall_seconds": round(time.perf_counter() - t0, 1), "runs": [str(f.relative_to(out)) for f in folders]}
+            "wall_seconds": round(time.perf_counter() - t0, 1), "runs": [str(f.relative_to(out)) for f in folders],
+            **({"notes": "weights stored in float16 for shipping"} if half else {})}
         atomic_write_bytes(record_path, (json.dumps(made, indent=1) + "\n").encode())
         print(f"{args.setting}/{name}: {len(folders)} run(s), {seconds:.0f} s of training", flush=True)
 

@@ -48,7 +48,8 @@ def config(name: str, setting: str = "cpu") -> RunConfig:
     clipped to 20, keeping the epoch of the best pointing game as ``best.pt``), ``"textile"`` (the generated
     DAGM-like set: the textile ``fast`` preset; on a GPU the textile ``paper`` preset clipped to 20) and
     ``"imbalance"`` (the base every run of the imbalance study shares: 3 epochs of 2,048 samples at full size;
-    on a GPU the paper preset's 15 epochs of 100,000, its Figure 6).
+    on a GPU the paper preset's 15 epochs of 100,000, its Figure 6) and ``"baseline"`` (the Grad-CAM baseline:
+    the reduced VGG19-BN-style network for 3 epochs of 4,096 samples; on a GPU torchvision's VGG19).
 
     Raises:
         ValueError: an unknown name or setting.
@@ -62,13 +63,16 @@ def config(name: str, setting: str = "cpu") -> RunConfig:
         # 8 probe images (of 512²): the maps of every epoch, small enough to ship
         return (RunConfig.preset("paper", data="textile", grad_clip=20, num_workers=4, probe_size=8) if gpu
                 else RunConfig.preset("fast", data="textile", probe_size=8))
+    if name == "baseline":  # the Grad-CAM baseline (notebook 6): "VGG19-BN-style, reduced"; on a GPU torchvision's
+        return (RunConfig.baseline("full") if gpu        # VGG19 as it is
+                else RunConfig.baseline("cpu", epochs=3, samples_per_epoch=4096, val_size=1000))
     if name == "imbalance":
         return (RunConfig.preset("paper", grad_clip=20, epochs=15, num_workers=8) if gpu
                 else RunConfig.preset("fast", epochs=3, early_epochs=0, samples_per_epoch=2048))
     raise ValueError(f"no course run is called {name!r}: choose one of {NAMES}")
 
 
-NAMES = ("characters", "textile", "imbalance")
+NAMES = ("characters", "textile", "imbalance", "baseline")
 
 
 def reference_path(name: str, setting: str = "cpu") -> Path:

@@ -42,8 +42,8 @@ def _free_port() -> int:
 def lab(tmp_path):
     """The convergence notebook as a reader opens it (its defaults read the shipped reference run), and
     JupyterLab serving its folder."""
-    nb = nbformat.read(ROOT / "notebooks" / "03_convergence.ipynb", as_version=4)
-    nbformat.write(nb, tmp_path / "03_convergence.ipynb")
+    nb = nbformat.read(ROOT / "notebooks" / "04_convergence.ipynb", as_version=4)
+    nbformat.write(nb, tmp_path / "04_convergence.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt")}
     proc = subprocess.Popen(
@@ -93,7 +93,7 @@ def test_convergence_explorer_in_a_real_browser(lab):
 
 def _run_and_move(page, url: str, token: str, folder: Path) -> tuple[str, str]:
     """Open the notebook, run all cells, move the epoch slider; the image's src before and after."""
-    page.goto(f"{url}/lab/tree/03_convergence.ipynb?token={token}", wait_until="domcontentloaded")
+    page.goto(f"{url}/lab/tree/04_convergence.ipynb?token={token}", wait_until="domcontentloaded")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
                            ".jp-Toolbar-kernelStatus", timeout=60_000)

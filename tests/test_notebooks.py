@@ -13,19 +13,23 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TINY = {
     "01_character_data": "n_gallery = 8\nn_check = 200",
-    "02_train_sacnn": "source = 'train'\n"
+    "02_why_it_works": "source = 'train'\n"
+                       "overrides = dict(epochs=2, early_epochs=1, samples_per_epoch=64, val_size=32)\nn_images = 4",
+    "03_train_sacnn": "source = 'train'\n"
                       "overrides = dict(epochs=1, early_epochs=0, samples_per_epoch=64, val_size=32)\n"
                       "test_size = 40",
-    "03_convergence": "source = 'train'\noverrides = dict(epochs=2, early_epochs=1, samples_per_epoch=64, val_size=32)",
-    "04_imbalance_study": "source = 'train'\nratios = [1, 3]\nseeds = [0]\ntest_size = 40\n"
+    "04_convergence": "source = 'train'\noverrides = dict(epochs=2, early_epochs=1, samples_per_epoch=64, val_size=32)",
+    "05_imbalance_study": "source = 'train'\nratios = [1, 3]\nseeds = [0]\ntest_size = 40\n"
                           "overrides = dict(epochs=1, samples_per_epoch=64, val_size=32)",
-    "05_gradcam_baseline": "sacnn_run = 'runs/s'\nbaseline_run = 'runs/b'\nsacnn_epochs = 1\nsacnn_early_epochs = 0\n"
-                           "baseline_epochs = 1\nsamples_per_epoch = 64\nval_size = 32\nn_test = 40",
-    "06_textile": "epochs = 1\nimage_size = 128\ndefect_size = (16, 48)\nn_train, n_test = 48, 40\n"
-                  "run_dir = 'runs/t'\nbaseline_run = 'runs/tb'\nbaseline_epochs = 1\nn_show = 3\n"
+    "06_gradcam_baseline": "source = 'train'\n"
+                            "overrides = dict(epochs=1, early_epochs=0, samples_per_epoch=64, val_size=32)\n"
+                            "n_test = 40",
+    "07_textile": "from data_gen.textile import TextileConfig\nsource = 'train'\n"
+                  "overrides = dict(epochs=1, textile=TextileConfig(image_size=128, defect_size=(16, 48)), "
+                  "samples_per_epoch=48, test_size=40)\nn_show = 3\ncompare_methods = True\nbaseline_epochs = 1\n"
                   "supervised_run = 'runs/ts'\nn_weibull = 8",
-    "08_every_method": "epochs = 2\nearly_epochs = 1\nsamples_per_epoch = 64\ntest_size = 40\nrun_dir = 'runs/m'",
-    "07_your_own_data": "generated = 'data/f'\nimage_size = 64\nn_images = 80\nepochs = 1\nrun_dir = 'runs/o'\n"
+    "09_every_method": "epochs = 2\nearly_epochs = 1\nsamples_per_epoch = 64\ntest_size = 40\nrun_dir = 'runs/m'",
+    "08_your_own_data": "generated = 'data/f'\nimage_size = 64\nn_images = 80\nepochs = 1\nrun_dir = 'runs/o'\n"
                         "n_show = 2",
 }
 
@@ -42,7 +46,7 @@ def run_notebook(path: Path, params: str, cwd: Path) -> nbformat.NotebookNode:
 
 
 # notebooks whose defaults read the reference runs shipped with sacnn-lab (source = "reference"): run as they are
-REFERENCE = ["01_character_data", "02_train_sacnn", "03_convergence", "04_imbalance_study"]
+REFERENCE = ["01_character_data", "02_why_it_works", "03_train_sacnn", "04_convergence", "05_imbalance_study"]
 
 
 def test_every_notebook_has_small_parameters():
