@@ -33,7 +33,7 @@ def test_every_setting_builds_and_takes_a_step(name, setting):
     trainer = Trainer(model, cfg.train.__class__(**{**cfg.train.to_dict(), "device": "cpu", "num_workers": 0}), Two())
     rec = trainer.train_step(batch)
     assert rec["batch_size"] == 2 and torch.isfinite(torch.tensor(rec["loss"]))
-    if setting == "gpu":  # the paper's settings, with the clipping that keeps them from diverging
+    if setting == "gpu" and not cfg.is_baseline:  # the paper's settings, with the clipping that keeps them stable
         assert cfg.train.optimizer == "sgd" and cfg.train.lr == 0.01 and cfg.train.grad_clip == 20
 
 
