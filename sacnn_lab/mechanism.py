@@ -119,3 +119,33 @@ def competition_by_epoch(history: Any) -> Any:
                      "free_max_top": float(scores[free].max()) if free else float("nan"),
                      "defective_mean": float(scores[defective].mean()) if defective else float("nan")})
     return pd.DataFrame(rows)
+
+
+def competitive_phase(history: Any, window: int = 20, below: float = 0.9) -> tuple[int, int] | None:
+    """The competitive phase of a run (the paper's Figure 5): the steps from the start while the loss per sample
+    stays at chance, i.e. until its moving average first falls below ``below`` × the loss of a network that
+    knows only the share of defective images ``p`` (the binary entropy ``-(p ln p + (1 - p) ln(1 - p))``: ln 2 for
+    balanced data). The training loss is per sample for ``reduction="mean"`` runs and summed over the batch for
+    ``"sum"``; both are brought to per sample here.
+
+    Returns:
+        ``(first_step, last_step)`` (0-based, inclusive), or ``None`` where the loss starts below that level (no
+        flat start: e.g. a run whose first steps already learn).
+    """
+    steps = history.steps
+    n = np.asarray(steps["tp"], np.float64) + np.asarray(steps["fp"], np.float64) \
+        + np.asarray(steps["tn"], np.float64) + np.asarray(steps["fn"], np.float64)
+    if not len(n):
+        return None
+    loss = np.asarray(steps["loss"], np.float64)
+    if (history.config.get("train") or {}).get("reduction", "mean") == "sum":
+        loss = loss / np.maximum(n, 1)
+    pos = (np.asarray(steps["tp"], np.float64) + np.asarray(steps["fn"], np.float64)).sum() / max(n.sum(), 1)
+    pos = min(max(pos, 1e-6), 1 - 1e-6)
+    chance = -(pos * np.log(pos) + (1 - pos) * np.log(1 - pos))
+    w = max(1, min(window, len(loss)))
+    ma = np.convolve(loss, np.ones(w) / w, mode="valid")
+    low = np.flatnonzero(ma < below * chance)
+    if not len(low) or low[0] == 0:
+        return None
+    return 0, int(low[0]) + w - 1

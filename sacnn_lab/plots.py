@@ -356,42 +356,54 @@ def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
     return (c[window:] - c[:-window]) / window
 
 
-def training_curves(history, window: int = 20, path: str | os.PathLike | None = None) -> Figure:
+def training_curves(history, window: int = 20, path: str | os.PathLike | None = None, x: str = "step",
+                    shade: bool = True) -> Figure:
     """The paper's Figure 5: training loss and precision per step, with the validation figures per epoch.
 
     The competitive phase shows as a flat or fluctuating start before the loss falls and the precision
-    rises.
+    rises; with ``shade`` it is found (:func:`~sacnn_lab.mechanism.competitive_phase`) and shaded.
 
     Args:
         history: a :class:`~sacnn_lab.history.History`.
         window: steps of the moving average drawn over the raw per-step values.
         path: also save the figure there.
+        x: ``"step"`` or ``"samples"`` (samples seen, as the paper draws it).
+        shade: shade the competitive phase, where the run has one.
     """
+    from .mechanism import competitive_phase
+
+    if x not in ("step", "samples"):
+        raise ValueError(f"x must be 'step' or 'samples', not {x!r}")
     steps = history.steps
     loss = np.asarray(steps["loss"], np.float64)
     tp, fp = np.asarray(steps["tp"], np.float64), np.asarray(steps["fp"], np.float64)
+    seen = np.cumsum(tp + fp + np.asarray(steps["tn"], np.float64) + np.asarray(steps["fn"], np.float64))
+    xs = np.arange(1, len(loss) + 1) if x == "step" else seen
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
-    x = np.arange(1, len(loss) + 1)
-    ax1.plot(x, loss, color="0.75", lw=0.7, label="per step")
+    ax1.plot(xs, loss, color="0.75", lw=0.7, label="per step")
     ma = _moving_average(loss, window)
-    ax1.plot(x[len(x) - len(ma):], ma, color="C0", lw=1.6, label=f"mean of {window} steps")
-    ax1.set(xlabel="step", ylabel="training loss", title="(a) loss")
-    ax1.legend(fontsize=8)
+    ax1.plot(xs[len(xs) - len(ma):], ma, color="C0", lw=1.6, label=f"mean of {window} steps")
+    label = "step" if x == "step" else "samples seen"
+    ax1.set(xlabel=label, ylabel="training loss", title="(a) loss")
     tp_w, fp_w = _moving_average(tp, window), _moving_average(fp, window)
     with np.errstate(invalid="ignore", divide="ignore"):
         prec = tp_w / (tp_w + fp_w)
-    ax2.plot(x[len(x) - len(prec):], prec, color="C1", lw=1.6, label=f"training, {window}-step window")
+    ax2.plot(xs[len(xs) - len(prec):], prec, color="C1", lw=1.6, label=f"training, {window}-step window")
     ends = [r["steps"] for r in history.epochs]
+    at = (lambda s: s) if x == "step" else (lambda s: seen[min(int(s), len(seen)) - 1] if len(seen) else 0)
     vp = history.series("val_precision")
     ok = np.isfinite(vp)
     if ok.any():
-        ax2.plot(np.asarray(ends)[ok], vp[ok], "o-", color="C2", label="validation, per epoch")
-    ax2.set(xlabel="step", ylabel="precision", title="(b) precision", ylim=(0, 1.02))
-    ax2.legend(fontsize=8)
+        ax2.plot([at(e) for e in np.asarray(ends)[ok]], vp[ok], "o-", color="C2", label="validation, per epoch")
+    ax2.set(xlabel=label, ylabel="precision", title="(b) precision", ylim=(0, 1.02))
+    phase = competitive_phase(history, window) if shade else None
     for ax in (ax1, ax2):
         for e in ends[:-1]:
-            ax.axvline(e, color="0.9", lw=0.8, zorder=0)
+            ax.axvline(at(e), color="0.9", lw=0.8, zorder=0)
+        if phase is not None:
+            ax.axvspan(xs[phase[0]], xs[phase[1]], color="C3", alpha=0.12, lw=0, label="competitive phase")
+        ax.legend(fontsize=8)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
@@ -414,11 +426,20 @@ def convergence(history, epochs: Sequence[int] | None = None, images: Sequence[i
     rec = history.recorded_epochs
     if not rec:
         raise ValueError("this history has no recorded probe maps")
+    missing: list[int] = []
     if epochs is None:
         idx = np.unique(np.linspace(0, len(rec) - 1, min(5, len(rec))).round().astype(int))
         epochs = [rec[i] for i in idx]
+    else:  # e.g. the paper's epochs 1, 4, 7, 11, 17 asked of a shorter run: those it has, and a note
+        missing = [int(e) for e in epochs if e not in rec]
+        epochs = [int(e) for e in epochs if e in rec]
+        if not epochs:
+            raise ValueError(f"none of the epochs asked for is recorded in this run (recorded: {rec})")
     images = list(range(min(8, len(history.probe_images)))) if images is None else list(images)
     fig = Figure(figsize=(1.6 * len(images), 1.7 * (len(epochs) + 1)), layout="constrained")
+    if missing:
+        fig.suptitle(f"epoch(s) {', '.join(map(str, missing))} not in this run (its epochs: {rec[0]}–{rec[-1]})",
+                     fontsize=9)
     axes = fig.subplots(len(epochs) + 1, len(images), squeeze=False)
     for j, i in enumerate(images):
         ax = axes[0, j]

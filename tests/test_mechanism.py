@@ -40,3 +40,19 @@ def test_competition_by_epoch_follows_the_probe_images():
     first, last = table.iloc[0], table.iloc[-1]
     assert last.off_defect <= first.off_defect and last.defective_mean > first.defective_mean
     assert ((table.free_max_mean >= 0) & (table.free_max_mean <= table.free_max_top)).all()
+
+
+def test_the_competitive_phase_is_the_flat_start_at_chance():
+    from sacnn_lab import plots
+    from sacnn_lab.history import History
+
+    h = History()
+    h.config = {"train": {"reduction": "sum"}}
+    loss = [64 * np.log(2)] * 50 + list(np.linspace(40, 5, 50))  # flat at 64·ln 2 (a batch of 64, summed), then falls
+    h.steps = {"loss": loss, "tp": [16] * 100, "fp": [16] * 100, "tn": [16] * 100, "fn": [16] * 100}
+    start, end = mechanism.competitive_phase(h, window=5)
+    assert start == 0 and 50 <= end <= 60
+    h.steps["loss"] = list(np.linspace(20, 5, 100))  # learning from the first steps: no flat start
+    assert mechanism.competitive_phase(h, window=5) is None
+    fig = plots.training_curves(course.run("characters", "cpu").history, x="samples")
+    assert fig.axes[0].get_xlabel() == "samples seen"
