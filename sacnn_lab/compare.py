@@ -266,3 +266,41 @@ def compare(sacnn: Any, baseline: Any, data: Any, n: int | None = None, batch_si
         data = load_data(data, load_model(sacnn)[1], n)
     return compare_methods([sacnn, baseline], data, n=n, batch_size=batch_size, figure_images=figure_images,
                            masks=masks, threshold=threshold, map_threshold=map_threshold, device=device)
+
+
+PAPER_TABLE_1 = (
+    ("characters", "SACNN", "image labels", 0.984),
+    ("textile", "SACNN", "image labels", 0.986),
+    ("textile", "supervised patch CNN [21]", "image labels + masks", 0.998),
+    ("textile", "Weibull features [22]", "nothing", 0.915),
+)
+"""The paper's Table 1: (set, system, what it learns from, test accuracy). Its textile set is DAGM 2007."""
+
+
+def table_one(measured: dict[tuple[str, str], dict[str, Any]]) -> Any:
+    """The paper's Table 1 beside what was measured here, as one table.
+
+    Args:
+        measured: ``{(set, system): figures}``, ``set`` ``"characters"`` or ``"textile"``, ``system`` as in
+            :data:`PAPER_TABLE_1` (or a new one, which gets a row of its own), ``figures`` as
+            :func:`~sacnn_lab.experiment.evaluate` returns them (``accuracy``, ``pointing_game``) plus, if
+            given, ``learns from`` and ``run`` (where the figures come from).
+
+    Returns:
+        A DataFrame, one row per (set, system): ``learns from``, ``paper`` (test accuracy), ``measured``
+        (test accuracy), ``pointing game`` and ``run``; a system not measured here has empty cells (our textile
+        set is the generated DAGM-like one unless a run says otherwise).
+    """
+    import pandas as pd
+
+    rows = {(s, name): {"learns from": learns, "paper": acc, "measured": float("nan"),
+                        "pointing game": float("nan"), "run": ""} for s, name, learns, acc in PAPER_TABLE_1}
+    for key, figures in measured.items():
+        row = rows.setdefault(tuple(key), {"learns from": figures.get("learns from", ""), "paper": float("nan"),
+                                           "measured": float("nan"), "pointing game": float("nan"), "run": ""})
+        row["measured"] = float(figures.get("accuracy", float("nan")))
+        row["pointing game"] = float(figures.get("pointing_game", float("nan")))
+        row["run"] = str(figures.get("run", ""))
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["set", "system"])
+    return table

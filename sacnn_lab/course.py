@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -69,10 +70,31 @@ def config(name: str, setting: str = "cpu") -> RunConfig:
     if name == "imbalance":
         return (RunConfig.preset("paper", grad_clip=20, epochs=15, num_workers=8) if gpu
                 else RunConfig.preset("fast", epochs=3, early_epochs=0, samples_per_epoch=2048))
+    if name.startswith("failure/") and name[len("failure/"):] in FAILURES:
+        base = config("characters", setting)
+        change = dict(FAILURES[name[len("failure/"):]][1])
+        ratio = change.pop("ratio", None)
+        cfg = base.updated(keep_best=None, **change)  # a failure keeps no best epoch
+        if ratio is not None:
+            cfg.data = replace(cfg.data, characters=replace(cfg.data.characters, ratio=float(ratio)))
+        return cfg
     raise ValueError(f"no course run is called {name!r}: choose one of {NAMES}")
 
 
-NAMES = ("characters", "textile", "imbalance", "baseline")
+FAILURES = {
+    "no_competition": ("the spatial mean of the defective layer instead of its maximum", {"aggregation": "mean"}),
+    "field_too_small": ("one block: a visual field of 16 px, half a character", {"channels": (16,)}),
+    "field_too_large": ("four blocks: a visual field of 212 px, larger than the image", {"channels": (16, 32, 32, 32)}),
+    "inverted_ratio": ("10 defective images for each defect-free one", {"ratio": 0.1}),
+    "rare_defects": ("1 defective image for 50 defect-free ones", {"ratio": 50.0}),
+    "paper_optimiser": ("the paper's optimiser: SGD at 0.01 on the loss summed over the batch, no clipping",
+                        {"optimizer": "sgd", "lr": 0.01, "reduction": "sum", "schedule": "constant",
+                         "grad_clip": None}),
+}
+"""The failure cases of notebook 10: each the ``characters`` run with one change, ``name → (what, change)``; the
+course runs ``"failure/<name>"``."""
+
+NAMES = ("characters", "textile", "imbalance", "baseline", *(f"failure/{k}" for k in FAILURES))
 
 
 def reference_path(name: str, setting: str = "cpu") -> Path:

@@ -116,3 +116,15 @@ def test_cli_trains_the_baseline_and_compares(tmp_path, capsys):
     assert "--preset cpu is a baseline preset" in capsys.readouterr().err
     assert main(["train", "--width", "0.5", "--out", str(tmp_path / "y"), *CLI_TINY]) == 2
     assert "--model baseline" in capsys.readouterr().err
+
+
+def test_table_one_puts_the_papers_figures_beside_ours():
+    from sacnn_lab.compare import PAPER_TABLE_1, table_one
+
+    t = table_one({("characters", "SACNN"): {"accuracy": 0.99, "pointing_game": 0.97, "run": "reference cpu"},
+                   ("characters", "mean pooling"): {"accuracy": 0.77, "learns from": "image labels"}})
+    assert len(t) == len(PAPER_TABLE_1) + 1
+    row = t.loc[("characters", "SACNN")]
+    assert row["paper"] == 0.984 and row["measured"] == 0.99 and row["pointing game"] == 0.97
+    assert np.isnan(t.loc[("textile", "Weibull features [22]")]["measured"])
+    assert np.isnan(t.loc[("characters", "mean pooling")]["paper"])

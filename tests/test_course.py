@@ -33,7 +33,7 @@ def test_every_setting_builds_and_takes_a_step(name, setting):
     trainer = Trainer(model, cfg.train.__class__(**{**cfg.train.to_dict(), "device": "cpu", "num_workers": 0}), Two())
     rec = trainer.train_step(batch)
     assert rec["batch_size"] == 2 and torch.isfinite(torch.tensor(rec["loss"]))
-    if setting == "gpu" and not cfg.is_baseline:  # the paper's settings, with the clipping that keeps them stable
+    if setting == "gpu" and name != "baseline" and name != "failure/paper_optimiser":  # the paper's, clipped
         assert cfg.train.optimizer == "sgd" and cfg.train.lr == 0.01 and cfg.train.grad_clip == 20
 
 
@@ -44,7 +44,8 @@ def test_the_shipped_reference_runs_are_the_courses_configurations_and_say_how_t
     made = course.made()
     recorded = {r for m in made.values() for r in m["runs"]}
     for key in shipped:
-        setting, name = key.split("/")[:2]
+        setting, name = key.split("/", 1)
+        name = "imbalance" if name.startswith("imbalance/") else name
         folder = course.REFERENCE_DIR / key
         diff = course.check_reference(name, setting, folder)
         if name == "imbalance":  # one run per ratio and seed: the base's fields, but its ratio and seed
