@@ -215,3 +215,38 @@ def check_reference(name: str, setting: str, folder: Path) -> list[tuple[str, An
 
     saved = json.loads((folder / "config.json").read_text())
     return config_differences(_plain(config(name, setting).to_dict()), saved)
+
+
+def failure_runs(setting: str = "cpu", source: str = "reference", names: Sequence[str] | None = None,
+                 progress: bool = True, **overrides: Any) -> dict[str, Run]:
+    """The failure cases of notebook 10 (:data:`FAILURES`), by name: each the ``characters`` run with one change,
+    from the reference runs or trained here (as :func:`run`)."""
+    names = list(FAILURES) if names is None else list(names)
+    unknown = [n for n in names if n not in FAILURES]
+    if unknown:
+        raise ValueError(f"no failure case is called {unknown[0]!r}: choose from {list(FAILURES)}")
+    return {n: run(f"failure/{n}", setting, source, progress=progress, **overrides) for n in names}
+
+
+def summary(runs: dict[str, Run], test_size: int = 1000) -> Any:
+    """One row per run: its test accuracy, AUROC and pointing game (on ``test_size`` images of its test split, an
+    unseen seed), its last training loss and validation accuracy, and whether its loss ever became NaN."""
+    import math
+
+    import pandas as pd
+
+    from .experiment import evaluate, split
+
+    rows = {}
+    for name, r in runs.items():
+        last = r.history.epochs[-1] if r.history.epochs else {}
+        try:
+            test = evaluate(r.model, split(r.config, "test", n=test_size))
+        except FloatingPointError:  # a diverged run: no figures to report
+            test = {}
+        rows[name] = {"test_accuracy": test.get("accuracy", math.nan), "test_auroc": test.get("auroc", math.nan),
+                      "pointing_game": test.get("pointing_game", math.nan),
+                      "train_loss": last.get("train_loss", math.nan),
+                      "val_accuracy": last.get("val_accuracy", math.nan),
+                      "epochs": len(r.history.epochs), "diverged": not test}
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -55,9 +55,9 @@ def test_the_shipped_reference_runs_are_the_courses_configurations_and_say_how_t
         assert not (folder / "run.lock").exists() and not (folder / "best.pt").exists()
     for m in made.values():
         assert m["command"] and m["machine"] and m["date"]
-    # small enough to ship: a few MB in all
+    # small enough to ship: the baseline's 2.2 million weights (4 MB in float16) and the rest, ~14 MB in all
     size = sum(p.stat().st_size for p in course.REFERENCE_DIR.rglob("*") if p.is_file())
-    assert size < 12e6, f"the reference runs take {size / 1e6:.1f} MB"
+    assert size < 15e6, f"the reference runs take {size / 1e6:.1f} MB"
 
 
 def test_a_reference_run_loads_and_says_what_it_is():

@@ -4,6 +4,7 @@ opens them; any error fails the suite."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nbformat
@@ -29,6 +30,8 @@ TINY = {
                   "samples_per_epoch=48, test_size=40)\nn_show = 3\ncompare_methods = True\nbaseline_epochs = 1\n"
                   "supervised_run = 'runs/ts'\nn_weibull = 8",
     "09_every_method": "epochs = 2\nearly_epochs = 1\nsamples_per_epoch = 64\ntest_size = 40\nrun_dir = 'runs/m'",
+    "10_failure_cases": "source = 'train'\ntest_size = 40\n"
+                        "overrides = dict(epochs=1, early_epochs=0, samples_per_epoch=64, val_size=32)",
     "08_your_own_data": "generated = 'data/f'\nimage_size = 64\nn_images = 80\nepochs = 1\nrun_dir = 'runs/o'\n"
                         "n_show = 2",
 }
@@ -45,8 +48,12 @@ def run_notebook(path: Path, params: str, cwd: Path) -> nbformat.NotebookNode:
     return nb
 
 
-# notebooks whose defaults read the reference runs shipped with sacnn-lab (source = "reference"): run as they are
-REFERENCE = ["01_character_data", "02_why_it_works", "03_train_sacnn", "04_convergence", "05_imbalance_study"]
+# notebooks whose defaults read the reference runs shipped with sacnn-lab (source = "reference"): run as they are,
+# and committed executed (notebooks/execute.py)
+sys.path.insert(0, str(NOTEBOOKS))
+from execute import EXECUTED, stamp  # noqa: E402
+
+REFERENCE = EXECUTED
 
 
 def test_every_notebook_has_small_parameters():
@@ -65,7 +72,7 @@ def _check_outputs(name: str, nb: nbformat.NotebookNode) -> None:
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, f"{name}: {errors[0].get('ename')}: {errors[0].get('evalue')}" if errors else ""
-    assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+    assert any({"image/png", "image/jpeg"} & set(o.get("data", {})) for c in nb.cells if c.cell_type == "code"
                for o in c.get("outputs", [])), f"{name} shows no figure"
 
 
@@ -98,3 +105,13 @@ def test_every_notebook_installs_sacnn_lab_only_where_it_is_missing(monkeypatch)
         assert len(calls) == 1 and calls[0][1:4] == ["-m", "pip", "install"], path.name
         assert any(str(a).startswith("sacnn-lab[lab] @ git+https://") for a in calls[0]), path.name
         calls.clear()
+
+
+@pytest.mark.parametrize("name", REFERENCE)
+def test_the_committed_outputs_are_fresh_and_hold_no_error(name):
+    """A reader on GitHub sees the outputs committed with the notebook: they must come from its present code and
+    the present reference runs (``python notebooks/execute.py`` makes them again), without an error."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    recorded = nb.metadata.get("sacnn_lab", {}).get("stamp")
+    assert recorded == stamp(nb), f"{name}'s outputs are stale or missing: run python notebooks/execute.py {name}"
+    _check_outputs(name, nb)
