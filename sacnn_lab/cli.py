@@ -1,16 +1,8 @@
-"""``sacnn-lab`` command line: train, evaluate, predict, export, compare, demo, gallery.
+"""The ``sacnn-lab`` command line: demo, train, evaluate, predict, export, compare, gallery.
 
-    sacnn-lab demo                                              # the main job: train on CPU, show maps
-    sacnn-lab train --data characters --preset fast --out runs/fast
-    sacnn-lab train --data textile --out runs/textile             # or --data /path/to/DAGM/Class1
-    sacnn-lab train --model baseline --preset cpu --out runs/vgg  # the Grad-CAM / VGG19 baseline
-    sacnn-lab compare --sacnn runs/fast --baseline runs/vgg --data characters --n 500 --out runs/cmp
-    sacnn-lab evaluate --checkpoint runs/fast --data characters --json
-    sacnn-lab evaluate --checkpoint runs/fast --data data/test  # a labelled folder
-    sacnn-lab predict --checkpoint runs/fast --out runs/pred img1.png img2.png
-    sacnn-lab export --checkpoint runs/fast --out model.onnx      # ONNX + model.json, verified
-    sacnn-lab predict --model model.onnx --out runs/pred images/   # onnxruntime, no torch
-    sacnn-lab gallery --out runs/gallery.png
+:func:`main` runs one command; :func:`build_parser` gives the parser (every command and option, with its help)
+and :func:`subcommands` its commands by name, for checking a command line written elsewhere without running
+it. ``sacnn-lab --help`` lists the commands with examples, ``sacnn-lab COMMAND --help`` a command's options.
 """
 
 from __future__ import annotations
@@ -124,69 +116,103 @@ def _run_config(args: argparse.Namespace):
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from .config import AGGREGATIONS, BEST_METRICS, COMPILE_MODES, SUPERVISIONS
 
-    p.add_argument("--data", default="characters",
-                   help="training data: characters (default), textile (the generated DAGM-like set), a "
-                        "DAGM 2007 class folder (.../Class1), a labelled folder (labels.csv), or your own folder: "
-                        "good/ beside one or more folders of defective images (optional masks/, used only to "
-                        "evaluate)")
+    p.add_argument("--data", default="characters", metavar="SPEC",
+                   help="training data: characters (the generated character set; the default), textile (the "
+                        "generated DAGM-like texture set), a DAGM 2007 class folder (.../Class1), a labelled "
+                        "folder (labels.csv), or a folder of your own: good/ (defect-free images) beside one or "
+                        "more folders of defective images (an optional masks/ is used only to evaluate)")
     p.add_argument("--model", choices=["sacnn", "baseline"], default="sacnn",
-                   help="SACNN (default) or the Grad-CAM / VGG19 baseline")
+                   help="the network: sacnn, or baseline, the Grad-CAM / VGG19 baseline (default: %(default)s)")
     p.add_argument("--preset", choices=["fast", "paper", "cpu", "full", "auto"],
-                   help="SACNN: fast (default) or paper; auto: the settings chosen from a folder's images (the "
-                        "default, and the only one, for your own or a labelled folder; a DAGM folder takes the "
-                        "textile presets unless auto is given); baseline: cpu (default, VGG19-style reduced) or full")
-    p.add_argument("--arch", choices=["vgg19", "vgg19_bn"], help="baseline: torchvision architecture")
-    p.add_argument("--width", type=float, help="baseline: width multiplier in (0, 1]")
-    p.add_argument("--weights", help="baseline: 'imagenet' (from the local torch cache) or a state-dict file")
-    p.add_argument("--cam", help="baseline: CAM method of the grad-cam package (gradcam, gradcam++, ...)")
-    p.add_argument("--target-layer", help="baseline: layer the CAM explains (default: features[-1])")
+                   help="the settings to start from. SACNN: fast (the default; near the paper's accuracy "
+                        "soonest on a CPU) or paper (the paper's settings); auto: chosen from a folder's images "
+                        "(the default, and the only one, for your own or a labelled folder; a DAGM folder takes "
+                        "the textile presets unless auto is given). Baseline: cpu (the default, a reduced "
+                        "VGG19-BN) or full (torchvision's VGG19, for a GPU)")
+    p.add_argument("--arch", choices=["vgg19", "vgg19_bn"],
+                   help="baseline only: the torchvision architecture, vgg19 or vgg19_bn (with batch "
+                        "normalisation) (default: the preset's)")
+    p.add_argument("--width", type=float, metavar="FACTOR",
+                   help="baseline only: multiplier of every layer's width, in (0, 1]; ImageNet weights need 1 "
+                        "(default: the preset's)")
+    p.add_argument("--weights", metavar="SOURCE",
+                   help="baseline only: imagenet (torchvision's ImageNet weights from the local torch cache) or "
+                        "the path of a state-dict file (default: the preset's)")
+    p.add_argument("--cam", metavar="METHOD",
+                   help="baseline only: the CAM method of the grad-cam package that draws the maps, by name "
+                        "(gradcam, gradcam++, hirescam, xgradcam, layercam, ...) (default: gradcam)")
+    p.add_argument("--target-layer", metavar="LAYER",
+                   help="baseline only: the layer the CAM explains, as a dotted module name such as "
+                        "features.34 (default: features[-1], the last feature layer)")
     p.add_argument("--defect-size", type=float, metavar="PX",
-                   help="your own folder: a typical defect's extent in px, which chooses the number of blocks "
-                        "by the paper's rule (default: chosen on the validation split, from the image labels)")
+                   help="a folder of your own: a typical defect's extent in pixels, which chooses the number of "
+                        "blocks by the paper's rule (default: chosen on the validation split, from the image "
+                        "labels)")
     p.add_argument("--defect-types", action="store_true",
                    help="a folder of your own with several defect folders: one defective layer per folder (a "
-                        "K-type head), and evaluation per type; default: every defect folder is one class")
+                        "K-type head) and the figures per type (default: every defect folder is one class, "
+                        "defective)")
     p.add_argument("--color", action="store_true",
                    help="a folder of your own: read the images as RGB into a network of 3 input channels "
                         "(default: gray, the paper's case)")
     p.add_argument("--no-resize", action="store_true",
                    help="a folder of your own: every image must have one size (an image of another size is an "
                         "error) instead of being resized to the most common size")
-    p.add_argument("--epochs", type=int, help="epochs (default: the preset's, or chosen from a folder's data)")
-    p.add_argument("--samples-per-epoch", type=int,
-                   help="generated sets: fresh training samples per epoch (default: the preset's)")
-    p.add_argument("--early-epochs", type=int,
-                   help="characters: the first epochs on smaller images (the fast preset: 13 of 15 at 68 px); "
-                        "0: full size throughout")
-    p.add_argument("--batch-size", type=int, help="samples per step (under torchrun: per process)")
-    p.add_argument("--lr", type=float, help="(peak) learning rate")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help="number of epochs (default: the preset's, or chosen from a folder's data)")
+    p.add_argument("--samples-per-epoch", type=int, metavar="N",
+                   help="generated sets: training images per epoch, freshly generated for characters; for "
+                        "textile the size of the generated training split (default: the preset's)")
+    p.add_argument("--early-epochs", type=int, metavar="N",
+                   help="characters only: train the first N epochs on smaller images, which is faster (the fast "
+                        "preset: 13 of 15 epochs at 68 px); 0: full size throughout (default: the preset's)")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="images per training step; under torchrun, per process (default: the preset's)")
+    p.add_argument("--lr", type=float, metavar="RATE",
+                   help="the learning rate (the peak of a one-cycle or cosine schedule) (default: the preset's)")
     p.add_argument("--grad-clip", type=float, metavar="NORM",
-                   help="clip the gradients' total norm before each step (the paper preset on a GPU: 20)")
+                   help="clip the gradients' total norm to NORM before each step (default: the preset's, no "
+                        "clipping; the paper preset on a GPU needs 20)")
     p.add_argument("--keep-best", choices=BEST_METRICS, metavar="FIGURE",
-                   help="also keep best.pt, the epoch with the highest validation FIGURE so far "
-                        f"({', '.join(BEST_METRICS)}; characters only)")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="the optimiser (default: the preset's)")
+                   help="also keep best.pt, the checkpoint of the epoch with the highest validation FIGURE so "
+                        f"far: one of {', '.join(BEST_METRICS)}; character runs only (default: the last "
+                        "epoch's checkpoint.pt only)")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"],
+                   help="the optimiser: sgd (the paper's), adam or adamw (default: the preset's)")
     p.add_argument("--aggregation", choices=list(AGGREGATIONS),
-                   help="how the defective layer's pixels become the image's probability: max (default, the "
-                        "paper's feature competition), mean, lse (log-sum-exp) or topk (the mean of the 5 %% "
-                        "highest)")
+                   help="SACNN only: how the defective layer's pixels become the image's probability: max (the "
+                        "default, the paper's feature competition), mean, lse (log-sum-exp) or topk (the mean "
+                        "of the 5 %% highest)")
     p.add_argument("--supervision", choices=list(SUPERVISIONS),
-                   help="image (default: SACNN, image labels only) or mask: the same network trained as a "
-                        "patch classifier from the true masks, the supervised reference (generated sets and "
-                        "DAGM folders)")
-    p.add_argument("--ratio", type=float, help="defect-free training images per defective one")
-    p.add_argument("--val-size", type=int, help="generated sets: validation images")
-    p.add_argument("--test-size", type=int, help="generated sets: test images")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--max-time", type=float, help="stop after this many seconds of training")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+                   help="image (the default: SACNN, image labels only) or mask: the same network trained as a "
+                        "patch classifier from the true masks as well, the supervised reference (generated sets "
+                        "and DAGM folders)")
+    p.add_argument("--ratio", type=float, metavar="R",
+                   help="generated sets: defect-free training images per defective one, from 0.1 to 100 (1: "
+                        "balanced) (default: the preset's)")
+    p.add_argument("--val-size", type=int, metavar="N",
+                   help="generated characters: images of the validation set measured after every epoch "
+                        "(default: the preset's)")
+    p.add_argument("--test-size", type=int, metavar="N",
+                   help="generated sets: images of the test split (default: the preset's)")
+    p.add_argument("--device", metavar="DEVICE",
+                   help="where to train: auto (the default: CUDA, then Apple MPS, then the CPU), cpu, cuda, "
+                        "cuda:N or mps")
+    p.add_argument("--max-time", type=float, metavar="SECONDS",
+                   help="stop after this many seconds of training, the epoch in progress cut short and "
+                        "recorded (default: no limit)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="DataLoader worker processes that prepare the images; 0: in the training process "
+                        "(default: 0)")
     p.add_argument("--compile", choices=COMPILE_MODES, default=None,
-                   help="torch.compile the network's forward pass in this mode (default: off; the first steps then "
-                        "compile it)")
+                   help="torch.compile the network's forward pass in this mode: off, default, reduce-overhead "
+                        "or max-autotune (default: off; the first steps then take a while to compile it)")
     p.add_argument("--cuda-graph", action="store_true", default=None,
-                   help="on CUDA, capture the whole training step once as a CUDA graph and replay it (small networks "
-                        "bound by kernel launches, e.g. the paper preset; needs a constant learning rate)")
-    p.add_argument("--seed", type=int, help="model initialisation seed")
+                   help="on CUDA, capture the whole training step once as a CUDA graph and replay it (for small "
+                        "networks bound by kernel launches, e.g. the paper preset; needs a constant learning "
+                        "rate and one process; ignored off CUDA)")
+    p.add_argument("--seed", type=int, metavar="SEED",
+                   help="seed of the model's initialisation (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -568,81 +594,238 @@ def _gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs wrapped paragraph by paragraph (a blank line between paragraphs is kept);
+    a paragraph with indented lines (a list, examples) is printed as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        paragraphs = []
+        for block in text.strip("\n").split("\n\n"):
+            lines = block.splitlines()
+            if any(line.startswith(" ") for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(textwrap.fill(" ".join(line.strip() for line in lines), width,
+                                                initial_indent=indent, subsequent_indent=indent))
+        return "\n\n".join(paragraphs)
+
+
+#: The commands in the order ``sacnn-lab --help`` lists them, each with its one-line summary (at most 54
+#: characters: one line of an 80-column help).
+COMMANDS = {
+    "demo": "train a small SACNN on a CPU and draw its defect maps",
+    "train": "train SACNN (or the baseline) on a data set or folder",
+    "evaluate": "measure a run on test images (accuracy, localisation)",
+    "predict": "score images, draw their maps and boxes, write a CSV",
+    "export": "export a run's model to ONNX, checked against PyTorch",
+    "compare": "SACNN against the Grad-CAM baseline on the same images",
+    "gallery": "draw generated images with their true defect boxes",
+}
+
+DESCRIPTION = """\
+SACNN finds defects in images while learning from image labels only (defective or defect-free): for every
+image it gives a probability of being defective and a map of where the defect is. This command line
+trains it on the generated data sets, the DAGM 2007 texture set or a folder of your own images, measures
+runs, draws maps and boxes on new images, compares SACNN with a Grad-CAM baseline and exports a run to
+ONNX."""
+
+EXAMPLES = """\
+examples:
+  sacnn-lab demo
+  sacnn-lab train --data characters --preset fast --out runs/fast
+  sacnn-lab evaluate --checkpoint runs/fast --json
+  sacnn-lab predict --checkpoint runs/fast --out runs/pred img1.png images/
+  sacnn-lab train --model baseline --preset cpu --out runs/vgg
+  sacnn-lab compare --sacnn runs/fast --baseline runs/vgg --out runs/cmp
+  sacnn-lab export --checkpoint runs/fast --out model.onnx
+  sacnn-lab predict --model model.onnx --out runs/pred images/"""
+
+
+def _epilog(*examples: str) -> str:
+    return "examples:\n" + "\n".join(f"  sacnn-lab {e}" for e in examples)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sacnn-lab", description=__doc__.replace("``", ""),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="train the fast preset on CPU, report test figures, draw defect maps")
-    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    d.add_argument("--max-time", type=float, help="cap the training time in seconds")
+    """The ``sacnn-lab`` argument parser: every command of :data:`COMMANDS` as a subparser, every option with
+    its help; :func:`main` parses with it.
+
+    Parsing runs nothing, so the parser also checks a command line written elsewhere (a README, a notebook)::
+
+        args = build_parser().parse_args(shlex.split("sacnn-lab train --preset fast --out runs/x")[1:])
+        args.command, args.preset, args.out   # 'train', 'fast', 'runs/x'
+
+    An unknown command or flag, or a missing required option, raises :class:`SystemExit` (status 2, the
+    reason on stderr), as ``--help`` does (status 0). :func:`subcommands` gives the commands' own parsers.
+    """
+    p = argparse.ArgumentParser(
+        prog="sacnn-lab", description=DESCRIPTION, formatter_class=_HelpFormatter,
+        epilog=f"Run 'sacnn-lab COMMAND --help' for a command's options and examples.\n\n{EXAMPLES}")
+    sub = p.add_subparsers(dest="command", required=True, title="commands",
+                           help="the command to run, one of:")
+
+    def command(name: str, description: str, epilog: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=COMMANDS[name], description=description, epilog=epilog,
+                              formatter_class=_HelpFormatter)
+
+    d = command("demo", "Train SACNN with the fast preset on the generated character set, from image labels only "
+                        "(a few minutes on a CPU), then report its figures on test images of an unseen seed and "
+                        "draw the defect maps of 16 test images with their true boxes (defect_maps.png in the run "
+                        "folder, beside test_metrics.json).\n\n"
+                        "The run folder is replaced only when it holds an earlier demo, and only once the new "
+                        "demo is complete; a folder holding a training run or other files is refused.",
+                _epilog("demo", "demo --out runs/demo2 --max-time 60"))
+    d.add_argument("--out", default="runs/demo", metavar="DIR",
+                   help="the demo's run folder (default: %(default)s)")
+    d.add_argument("--max-time", type=float, metavar="SECONDS",
+                   help="stop training after this many seconds (default: no limit, the preset's epochs)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(run=_demo)
-    t = sub.add_parser("train", help="train SACNN (or the Grad-CAM baseline) on a data set or your own folder")
-    t.add_argument("--out", required=True, help="run folder (config, checkpoint, history)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
+    t = command("train", "Train SACNN, or the Grad-CAM / VGG19 baseline (--model baseline), on a generated set "
+                         "(characters, textile), a DAGM 2007 class folder, a labelled folder or a folder of your "
+                         "own images. The run folder receives the configuration (config.json), the checkpoint "
+                         "after every epoch (checkpoint.pt) and the training history; an interrupted run "
+                         "continues with the same command and --resume.\n\n"
+                         "An option left out takes the preset's value; for a folder of your own the settings are "
+                         "chosen from its images (and printed). Under torchrun the same command trains on "
+                         "several processes.",
+                _epilog("train --data characters --preset fast --out runs/fast",
+                        "train --data textile --out runs/textile",
+                        "train --data my_photos --defect-types --out runs/types",
+                        "train --model baseline --preset cpu --out runs/vgg"))
+    t.add_argument("--out", required=True, metavar="DIR",
+                   help="run folder to write (required): config.json, checkpoint.pt after every epoch, the "
+                        "history, best.pt with --keep-best. A new or empty folder, or one holding a run (then "
+                        "with --resume); a folder holding other files is refused")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with the same options it was "
+                        "started with")
     _add_train_args(t)
     t.set_defaults(run=_train)
-    e = sub.add_parser("evaluate", help="test figures of a checkpoint")
-    e.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    e.add_argument("--data", help="default: the run's own test split (a class-folder run: the test files its "
-                                  "run folder lists); or a class folder (all its images), a labelled folder, "
-                                  "textile, a DAGM 2007 class folder, or characters[:SEED] (another seed)")
-    e.add_argument("--n", type=int, help="images of a generated split (default: the run's test_size)")
+
+    e = command("evaluate", "Measure a trained run on test images: accuracy, precision, recall and AUROC of the "
+                            "image scores, and how well the defect maps find the defects (the pointing game; with "
+                            "true masks also IoU, Dice, compactness, pixel AUROC and AP, and the false alarms on "
+                            "defect-free images). By default the run's own test split; --data names other "
+                            "images. Prints a summary, or every figure as JSON with --json.",
+                _epilog("evaluate --checkpoint runs/fast --json",
+                        "evaluate --checkpoint runs/fast --data characters:7 --n 500",
+                        "evaluate --checkpoint runs/mine --data other_photos --tolerance 8"))
+    e.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="the run to measure (required): a run folder (its checkpoint.pt) or a checkpoint file "
+                        "(e.g. a run's best.pt)")
+    e.add_argument("--data", metavar="SPEC",
+                   help="the test images: characters (the run's test split) or characters:SEED (the generator "
+                        "at another seed), textile, a DAGM 2007 class folder (its Test split), a folder of your "
+                        "own (all its images) or a labelled folder (labels.csv). Default: the run's own test "
+                        "split (a folder run: exactly the test files it held out)")
+    e.add_argument("--n", type=int, metavar="N",
+                   help="measure the first N images only (default: the run's test_size for a generated split, "
+                        "all images of a folder)")
     e.add_argument("--tolerance", type=float, default=0.0, metavar="PX",
-                   help="pointing game: a hit also within PX pixels of the truth (Zhang et al. 2016: 15)")
-    e.add_argument("--json", action="store_true", help="print the figures as JSON")
+                   help="pointing game: a map's maximum within PX pixels of the true defect also counts as a "
+                        "hit (default: %(default)s, exact; Zhang et al. 2016 use 15)")
+    e.add_argument("--json", action="store_true", help="print every figure as JSON instead of the summary")
     e.set_defaults(run=_evaluate)
-    r = sub.add_parser("predict", help="defect maps and boxes for image files",
-                       description="Defect maps and boxes for image files: an overlay per image (its path "
-                                   "below the images' common folder kept), predictions.json and "
-                                   "predictions.csv (image, overlay, score, defective, the type a run of "
-                                   "several defect types calls, boxes, error). An image "
-                                   "that cannot be scored is reported and listed there with its error, and "
-                                   "the others go on; exit status 1 when some could not be scored, 2 when "
-                                   "none could.")
-    r.add_argument("--checkpoint", help="checkpoint file or run folder (run through PyTorch)")
-    r.add_argument("--model", help="an exported model.onnx (sacnn-lab export), run through onnxruntime without "
-                                   "torch; give this or --checkpoint")
+
+    r = command("predict", "Score image files with a trained run and draw their defect maps and boxes: an "
+                           "overlay per image (its path below the images' common folder kept), predictions.json "
+                           "and predictions.csv (image, overlay, score, defective, the type a run of several "
+                           "defect types calls, boxes, error). An image is called defective when its score is "
+                           "at least 0.5; only defective images get boxes.\n\n"
+                           "An image that cannot be scored is reported and listed there with its error, and the "
+                           "others go on; the exit status is 1 when some could not be scored, 2 when none could.",
+                _epilog("predict --checkpoint runs/fast --out runs/pred img1.png img2.png",
+                        "predict --checkpoint runs/mine --method otsu my_photos",
+                        "predict --model model.onnx --tile 1024 --out runs/pred strips/"))
+    r.add_argument("--checkpoint", metavar="PATH",
+                   help="the run to use, run through PyTorch: a run folder or a checkpoint file; give this or "
+                        "--model")
+    r.add_argument("--model", metavar="ONNX",
+                   help="a model.onnx written by 'sacnn-lab export' (its JSON beside it), run through "
+                        "onnxruntime without PyTorch; give this or --checkpoint")
     r.add_argument("--tile", type=int, metavar="PX",
-                   help="with --model: cut images larger than PX × PX into overlapping tiles (the map equals one "
-                        "pass; memory bounded by the tile); default: each image in one pass")
-    r.add_argument("--out", default="runs/predict", help="folder for the overlays, predictions.json and "
-                                                          "predictions.csv (default: runs/predict)")
+                   help="with --model: cut images larger than PX × PX pixels into overlapping tiles (the map "
+                        "equals one pass; memory bounded by the tile); default: each image in one pass")
+    r.add_argument("--out", default="runs/predict", metavar="DIR",
+                   help="folder for the overlays, predictions.json and predictions.csv (default: %(default)s)")
     r.add_argument("--method", choices=["threshold", "otsu", "nms"], default="threshold",
-                   help="how a defective image's map becomes boxes: the regions above 0.5 (default), above "
-                        "Otsu's threshold of the map, or peaks with non-maximum suppression")
-    r.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF), or folders: every image below")
+                   help="how a defective image's map becomes boxes: threshold, the regions above 0.5; otsu, the "
+                        "regions above Otsu's threshold of the map; nms, the peaks, with non-maximum suppression "
+                        "(default: %(default)s)")
+    r.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG, JPEG, BMP, TIFF, ...) or folders: every image below a folder, sorted "
+                        "(hidden files and the truth folders masks/, Label/ and Mask/ left out)")
     r.set_defaults(run=_predict)
-    x = sub.add_parser("export", help="export a run's model to ONNX, verified against PyTorch",
-                       description="Export a run's model to one ONNX graph (dynamic batch, height and width; the "
-                                   "input scaling inside: feed [0, 1] images) with a JSON beside it (input "
-                                   "convention, thresholds, receptive field and stride, versions, the config's "
-                                   "hash). Every export is checked: onnx.checker, then onnxruntime against "
-                                   "PyTorch on two other sizes. The Grad-CAM baseline exports its score only (its "
-                                   "maps need gradients).")
-    x.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    x.add_argument("--out", default="model.onnx", help="the .onnx file (default: model.onnx; the JSON beside it)")
+
+    x = command("export", "Export a run's model to one ONNX graph (dynamic batch, height and width; the input "
+                          "scaling inside: feed images scaled to [0, 1]) with a JSON file beside it (the input "
+                          "convention, thresholds, receptive field and stride, versions, the configuration's "
+                          "hash). Every export is checked: the ONNX checker, then onnxruntime against PyTorch at "
+                          "two other sizes. The Grad-CAM baseline exports its score only (its maps need "
+                          "gradients).",
+                _epilog("export --checkpoint runs/fast --out model.onnx",
+                        "export --checkpoint runs/textile --out textile.onnx --size 512 512"))
+    x.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="the run to export (required): a run folder or a checkpoint file")
+    x.add_argument("--out", default="model.onnx", metavar="FILE",
+                   help="the .onnx file to write, the JSON beside it under the same name (default: "
+                        "%(default)s, with model.json)")
     x.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                   help="the example input's size (default: the training size)")
+                   help="height and width in pixels of the example input the graph is traced with (default: "
+                        "the run's training size); the graph takes any size")
     x.set_defaults(run=_export)
-    c = sub.add_parser("compare", help="SACNN against the Grad-CAM baseline: metrics, figure, map cost")
-    c.add_argument("--sacnn", required=True, help="SACNN run folder or checkpoint")
-    c.add_argument("--baseline", required=True, help="baseline run folder or checkpoint")
-    c.add_argument("--data", default="characters",
-                   help="a labelled folder, or characters[:SEED] (the SACNN run's test split, or another seed)")
-    c.add_argument("--n", type=int, help="images (default: the run's test_size, or the whole folder)")
-    c.add_argument("--batch-size", type=int, default=50, help="images per pass, the same for both methods")
-    c.add_argument("--out", help="folder for table.csv, summary.csv, costs.csv and compare_maps.png")
-    c.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    c = command("compare", "Run a SACNN run and a Grad-CAM baseline run on the same images and measure both the "
+                           "same way: the image figures (accuracy, AUROC), the localisation figures (pointing "
+                           "game, IoU, compactness, pixel AUROC, false alarms) and what a map costs (milliseconds "
+                           "per image, for the forward pass and for the map). Prints the summary and the costs, "
+                           "or JSON with --json.",
+                _epilog("compare --sacnn runs/fast --baseline runs/vgg --out runs/cmp",
+                        "compare --sacnn runs/fast --baseline runs/vgg --n 500 --json"))
+    c.add_argument("--sacnn", required=True, metavar="PATH",
+                   help="the SACNN run (required): a run folder or a checkpoint file")
+    c.add_argument("--baseline", required=True, metavar="PATH",
+                   help="the Grad-CAM baseline run (required): a run folder or a checkpoint file")
+    c.add_argument("--data", default="characters", metavar="SPEC",
+                   help="the images: characters (the SACNN run's test split), characters:SEED (the generator at "
+                        "another seed), or a folder, as evaluate --data takes them (default: %(default)s)")
+    c.add_argument("--n", type=int, metavar="N",
+                   help="use the first N images only (default: the run's test_size, or the whole folder)")
+    c.add_argument("--batch-size", type=int, default=50, metavar="N",
+                   help="images per pass, the same for both methods (default: %(default)s)")
+    c.add_argument("--out", metavar="DIR",
+                   help="also write table.csv (per image), summary.csv, costs.csv and compare_maps.png (the "
+                        "maps side by side) into this folder (default: nothing written)")
+    c.add_argument("--json", action="store_true", help="print the summary and costs as JSON instead of tables")
     c.set_defaults(run=_compare)
-    g = sub.add_parser("gallery", help="write a gallery of generated samples with their true boxes")
-    g.add_argument("--out", default="runs/gallery.png", help="the PNG to write (default: runs/gallery.png)")
-    g.add_argument("--n", type=int, default=32, help="samples shown (default 32)")
-    g.add_argument("--seed", type=int, default=0, help="the split's seed (default 0)")
+
+    g = command("gallery", "Draw generated character images in a grid with their true defect boxes, to see what "
+                           "the generator makes, as one PNG. Prints how many font faces were found and how many "
+                           "of the images are defective.",
+                _epilog("gallery --out runs/gallery.png", "gallery --preset authors --n 64 --seed 3"))
+    g.add_argument("--out", default="runs/gallery.png", metavar="PNG",
+                   help="the PNG file to write (default: %(default)s)")
+    g.add_argument("--n", type=int, default=32, metavar="N", help="images shown (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="the generator's seed: the same seed gives the same images (default: %(default)s)")
     g.add_argument("--preset", choices=["default", "authors"], default="default",
-                   help="the generator's settings: ours (default) or the authors' recipe")
+                   help="the generator's settings: default, this project's; authors, the generator the paper's "
+                        "authors published, with its test-split settings (default: %(default)s)")
     g.set_defaults(run=_gallery)
     return p
+
+
+def subcommands(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.ArgumentParser]:
+    """The commands of ``parser`` (default: a new :func:`build_parser`), name → the command's own parser,
+    in the order ``--help`` lists them."""
+    parser = build_parser() if parser is None else parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def _interrupted(args: argparse.Namespace) -> str:
