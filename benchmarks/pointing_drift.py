@@ -29,7 +29,7 @@ import pandas as pd
 from sacnn_lab.config import RunConfig
 from sacnn_lab.experiment import train
 from sacnn_lab.model import receptive_field
-from sacnn_lab.studies import drift_summary, winner_drift
+from sacnn_lab.mechanism import drift_summary, winner_drift
 
 VARIANTS = ("onecycle", "constant", "paper")
 

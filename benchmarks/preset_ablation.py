@@ -8,7 +8,7 @@
 
 Values are parsed as Python literals where possible (``8,16,32`` becomes a tuple). Prints the training
 time, samples, validation accuracy per epoch, and test accuracy / pointing game on ``--test`` images of
-the unseen test seed. These runs are behind the README's table of the preset's choices.
+the unseen test seed. These runs are behind the tables of docs/results.md, "The character `fast` preset".
 """
 
 from __future__ import annotations

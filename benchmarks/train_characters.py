@@ -80,7 +80,7 @@ def main() -> None:
         epochs = max(1, round(cfg.train.epochs * scale))
         early = min(epochs - 1, round(cfg.data.early_epochs * scale))
         # a lower peak for the 5× longer schedule: in 10 minutes 99.60 / 99.65 % (seeds 0 / 1) against
-        # 99.45 % at the preset's 0.003 (README, "Longer and slower")
+        # 99.45 % at the preset's 0.003 (docs/results.md, "Longer and slower")
         long_cfg = RunConfig.preset("fast", epochs=epochs, early_epochs=early, max_time=args.long, lr=LONG_LR,
                                     device=args.device)
         report(f"fast recipe, {epochs} epochs ({early} of them at {cfg.data.early_size} px), peak lr {LONG_LR}, "

@@ -21,7 +21,7 @@ from .sources import ClassFolderSource
 
 # the training samples a class-folder run aims at (epochs = this / training images, within 10–60): on the
 # generated fabric folder (580 training images of 192²) 21 epochs left the competitive phase at epoch 13 and
-# reached 94.4 % test accuracy, 34 epochs 98.4 % (README, "Your own photographs")
+# reached 94.4 % test accuracy, 34 epochs 98.4 % (docs/results.md, "Your own folders")
 FOLDER_SAMPLES = 20_000
 # from this many px a side the first convolution strides by 2 (ModelConfig.first_stride; the textile fast
 # preset's choice for DAGM's 512²)

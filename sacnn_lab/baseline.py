@@ -30,32 +30,12 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from .cam_methods import CAM_METHODS
 from .config import BaselineConfig
 from .inference import Prediction, memory_format_of
 from .model import _adapt_first_conv, normalise_input
 
 __all__ = ["CAM_METHODS", "VGGBaseline", "cam_class", "imagenet_weights_path"]
-
-#: CAM methods of the ``grad-cam`` package by the names a config uses (class names in
-#: ``pytorch_grad_cam``). Classes are looked up when a map is made, so importing this module does not
-#: import the package.
-CAM_METHODS: dict[str, str] = {
-    "gradcam": "GradCAM",
-    "hirescam": "HiResCAM",
-    "gradcamelementwise": "GradCAMElementWise",
-    "gradcam++": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-    "eigencam": "EigenCAM",
-    "eigengradcam": "EigenGradCAM",
-    "scorecam": "ScoreCAM",
-    "ablationcam": "AblationCAM",
-    "fullgrad": "FullGrad",
-    "kpcacam": "KPCA_CAM",
-    "shapleycam": "ShapleyCAM",
-    "fem": "FEM",
-    "randomcam": "RandomCAM",
-}
 
 _WEIGHTS = {"vgg19": "VGG19_Weights", "vgg19_bn": "VGG19_BN_Weights"}
 _warned: set[str] = set()

@@ -15,14 +15,10 @@ import torch.distributed as dist
 
 from .distributed import share
 from .history import History
-from .runfolder import atomic_write_bytes
+from .runfolder import CHECKPOINT_FORMAT, CHECKPOINT_KEYS, atomic_write_bytes, read_checkpoint  # noqa: F401
 from .inference import predict
 from .metrics import classification, pointing_game
 from .trainer import Callback, Trainer, epoch_steps
-
-CHECKPOINT_FORMAT = "sacnn-lab-checkpoint/1"
-# what every checkpoint holds besides its format (the optimiser's state and counters: trainer.state_dict())
-CHECKPOINT_KEYS = ("config", "model", "optimizer", "epoch", "step")
 
 
 class NanGuard(Callback):
@@ -260,36 +256,6 @@ def save_checkpoint(path: str | os.PathLike, trainer: Trainer, config: dict[str,
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
     return path
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code is run).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a readable sacnn-lab checkpoint (corrupt, truncated, other format).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling error means the same thing to the user
-        # torch's own message advises weights_only=False, i.e. running the file's code: not for a file we
-        # did not write
-        raise ValueError(f"{path} is not a readable sacnn-lab checkpoint: not a file this toolkit wrote, or a "
-                         f"damaged one ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        what = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path} is not a sacnn-lab checkpoint (format {what!r})")
-    missing = [k for k in CHECKPOINT_KEYS if k not in state]
-    if missing:
-        raise ValueError(f"{path} is a damaged sacnn-lab checkpoint: it has no {', '.join(missing)} entry")
-    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
-        raise ValueError(f"{path} is a damaged sacnn-lab checkpoint: its model entry holds no weights")
-    if not isinstance(state["config"], dict):
-        raise ValueError(f"{path} is a damaged sacnn-lab checkpoint: its config entry is no configuration")
-    return state
 
 
 class Checkpointer(Callback):

@@ -2,9 +2,11 @@
 
 :class:`ModelConfig` describes one SACNN network (paper, section "SACNN"): the feature extractor
 (a string of convolutional blocks, or a torchvision backbone) and the feature-competition head with
-``1 + num_defect_types`` classes per pixel. Every config is a plain dataclass: a notebook changes one
-field with :func:`dataclasses.replace`, and :meth:`ModelConfig.to_dict` is what a run writes beside its
-checkpoints. Further configs (training, data) belong in this module too.
+``1 + num_defect_types`` classes per pixel; :class:`BaselineConfig` the Grad-CAM baseline's network instead.
+:class:`DataConfig` and :class:`TrainConfig` describe the data and the training, and :class:`RunConfig` holds a
+run's three (its presets: :meth:`RunConfig.preset`, :meth:`RunConfig.baseline`). Every config is a plain
+dataclass: a notebook changes one field with :func:`dataclasses.replace`, and :meth:`RunConfig.to_dict` is what
+a run writes beside its checkpoints (``config.json``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numbers
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+
+from .cam_methods import CAM_METHODS
 
 NORMS = ("none", "batch", "group")
 INPUT_NORMS = ("centre", "abs_deviation")
@@ -213,7 +217,7 @@ class BaselineConfig:
             torchvision's model (a missing file is an error).
         cam: the CAM method of the ``grad-cam`` package, by name (``"gradcam"``, ``"gradcam++"``,
             ``"hirescam"``, ``"xgradcam"``, ``"layercam"``, ``"eigencam"``, ``"scorecam"``...; see
-            :data:`sacnn_lab.baseline.CAM_METHODS`).
+            :data:`sacnn_lab.cam_methods.CAM_METHODS`).
         target_layer: the layer the CAM explains, as a dotted module name (``"features.34"``);
             ``None``: ``features[-1]``, the last pooling.
         in_channels: channels of the input image (1 for gray).
@@ -256,8 +260,6 @@ class BaselineConfig:
                              f"not {self.width}")
         if not isinstance(self.cam, str):
             raise TypeError(f"cam must be a CAM method name, not {self.cam!r}")
-        from .baseline import CAM_METHODS  # only when a baseline is configured
-
         if self.cam.lower() not in CAM_METHODS:
             raise ValueError(f"cam must be one of {sorted(CAM_METHODS)}, not {self.cam!r}")
         self.cam = self.cam.lower()
@@ -554,7 +556,7 @@ class TrainConfig:
             never sees. Generated sets and DAGM folders (which carry masks).
         compile: ``"off"`` (PyTorch's eager mode), or a mode of :func:`torch.compile` for the model's forward
             pass: ``"default"``, ``"reduce-overhead"`` (the forward and backward replayed as CUDA graphs) or
-            ``"max-autotune"``. The first steps then take a while (compilation); see the README's GPU figures.
+            ``"max-autotune"``. The first steps then take a while (compilation); see docs/results.md, "On a GPU".
         cuda_graph: on CUDA, capture the whole training step (forward, loss, backward, clipping, optimiser
             step) once as one CUDA graph and replay it for every full batch (a shorter last batch runs
             eagerly): one launch per step instead of hundreds, for small networks whose steps are bound by
@@ -657,7 +659,7 @@ class RunConfig:
     * ``"paper"``: the paper's settings for the character set: 3 blocks (32, 64, 128), no normalisation,
       SGD lr 0.01 without momentum, batch 64, loss summed over the batch (Eq. 4), 100,000 samples per
       epoch, 20 epochs. On a GPU these settings diverged (NaN) in 2 of 3 of our runs; with
-      ``grad_clip=20`` they reached 98.6 % test accuracy in 6 epochs and 99.65 % in 20 (README, "On a GPU").
+      ``grad_clip=20`` they reached 98.6 % test accuracy in 6 epochs and 99.65 % in 20 (docs/results.md, "On a GPU").
     * ``"fast"``: what comes nearest the paper's accuracy soonest on a CPU: each image taken as its
       absolute deviation from its median gray (``input_norm="abs_deviation"``: the characters' ink is
       darker or lighter than the background at random), averaged 2×2 (68×68), then 2 blocks of 16 and
@@ -666,8 +668,8 @@ class RunConfig:
       of 3 blocks of 8/16/32 at full resolution. Adam with a one-cycle schedule (peak 0.003), batch 16,
       mean loss, 15 epochs of 6,000 samples, the first 13 on 68×68 images in batches of 64
       (progressive resizing, ``early_size=68``: a character with less background around it, at a
-      quarter of the cost), the last 2 at full size: about 2 minutes on 2 CPU cores. The README gives
-      the measurements behind this choice.
+      quarter of the cost), the last 2 at full size: about 2 minutes on 2 CPU cores. docs/results.md
+      gives the measurements behind this choice.
 
     With ``data="textile"`` (DAGM 2007's layout: the generated set, or the real one with ``folder``):
 

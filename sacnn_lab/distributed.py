@@ -10,8 +10,9 @@ What a run of N processes (ranks) does:
 - **the loss**: each rank's loss is scaled (:func:`loss_scale`) so that DDP's average of the gradients is the
   gradient of the global batch's loss: ``N`` ranks with batch ``b`` train the same weights as one process with
   batch ``N · b`` (to float rounding; exactly so without batch normalisation, e.g. the ``paper`` preset);
-- **batch normalisation**: each rank normalises with its own share's statistics on the CPU (gloo); on CUDA the
-  layers become :class:`torch.nn.SyncBatchNorm`, whose statistics are the global batch's;
+- **batch normalisation**: on CUDA with NCCL the layers become :class:`torch.nn.SyncBatchNorm`, whose
+  statistics are the global batch's; with gloo (the CPU, ranks sharing a GPU) each rank normalises with its own
+  share's statistics;
 - **writing**: only rank 0 writes the run folder, the history and the progress; the others train silently.
 
 Backends: NCCL on CUDA, gloo on the CPU and where ranks share a GPU (NCCL refuses that). The process group is

@@ -1,8 +1,9 @@
 """The record of a run: per-epoch figures, per-step losses, and the probe batch's defect maps per epoch.
 
-``history.epochs[e]`` holds epoch ``e``'s figures; ``history.maps(e)`` the probe batch's defect maps after
-epoch ``e`` (epoch 0: before training), so that any epoch can be shown later without retraining. A run
-folder holds ``history.json`` (scalars and the config) and ``history.npz`` (arrays).
+``history[e]`` holds epoch ``e``'s figures (epochs count from 1; ``history.epochs`` lists them in order);
+``history.maps(e)`` the probe batch's defect maps after epoch ``e`` (epoch 0: before training), so that any epoch
+can be shown later without retraining. A run folder holds ``history.json`` (scalars and the config) and
+``history.npz`` (arrays).
 """
 
 from __future__ import annotations

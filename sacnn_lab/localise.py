@@ -1,9 +1,10 @@
 """From a defect map to boxes, without torch: Otsu's threshold, binarising, 8-connected components, non-maximum
 suppression, and :func:`localise`, the paper's three ways (a fixed threshold, Otsu, NMS).
 
-Numpy only, so that the ONNX runtime path (:mod:`sacnn_lab.runtime`) boxes defects without importing torch;
-a torch tensor is accepted anywhere a numpy array is. Thresholded maps are split into 8-connected components
-by :func:`connected_components`, written here in numpy (no scipy, no OpenCV).
+Numpy and scipy, no torch, so that the ONNX runtime path (:mod:`sacnn_lab.runtime`) boxes defects without
+importing torch (only :func:`localise` with ``method="nms"`` and no ``box_size`` reads the receptive field from
+:mod:`sacnn_lab.model`); a torch tensor is accepted anywhere a numpy array is. Thresholded maps are split into
+8-connected components by :func:`connected_components` (:func:`scipy.ndimage.label`).
 """
 
 from __future__ import annotations
@@ -130,22 +131,12 @@ def binarise(
     raise ValueError(f"binarise method must be 'threshold' or 'otsu', not {method!r}")
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Horizontal runs of True: row, first column, one-past-last column (row-major order)."""
-    h, w = mask.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    d = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(d == 1)
-    _, ends = np.nonzero(d == -1)  # same rows, same order: every run has one start and one end
-    return rows, starts, ends
+#: 8-connectivity for :func:`scipy.ndimage.label`: every pixel of the 3×3 neighbourhood, diagonals included.
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def connected_components(mask: Any) -> tuple[np.ndarray, int]:
-    """Label the 8-connected components of a boolean mask.
-
-    Runs of True pixels on each row are joined with a union-find to the runs they touch (diagonals
-    included) on the row above; the cost grows with the number of runs, not of pixels.
+    """Label the 8-connected components of a boolean mask (:func:`scipy.ndimage.label`, diagonals joined).
 
     Args:
         mask: ``(H, W)`` booleans (non-zero counts as True).
@@ -154,42 +145,14 @@ def connected_components(mask: Any) -> tuple[np.ndarray, int]:
         ``(labels, n)``: int32 labels ``(H, W)``, 0 for background and ``1..n`` for the components in
         raster order of their first pixel; ``n`` the number of components.
     """
+    from scipy import ndimage  # on first use: importing this module stays light (the ONNX runtime path)
+
     mask = np.asarray(_numpy(mask))
     if mask.ndim != 2:
         raise ValueError(f"mask must have shape (H, W), got {mask.shape}")
-    mask = mask.astype(bool, copy=False)
-    rows, starts, ends = _runs(mask)
-    n_runs = rows.size
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    if n_runs == 0:
-        return labels, 0
-    parent = list(range(n_runs))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    bounds = np.searchsorted(rows, np.arange(mask.shape[0] + 1))
-    for r in range(1, mask.shape[0]):
-        i, i_end = int(bounds[r - 1]), int(bounds[r])  # runs of the row above
-        j, j_end = i_end, int(bounds[r + 1])  # runs of this row
-        while i < i_end and j < j_end:
-            # 8-connected: the column ranges overlap once widened by one pixel
-            if starts[j] <= ends[i] and starts[i] <= ends[j]:
-                a, b = find(i), find(j)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)  # the root stays the earliest run
-            if ends[i] < ends[j]:
-                i += 1
-            else:
-                j += 1
-    roots = np.fromiter((find(i) for i in range(n_runs)), dtype=np.int64, count=n_runs)
-    uniq, comp = np.unique(roots, return_inverse=True)  # roots ascend in raster order
-    for k in range(n_runs):
-        labels[rows[k], starts[k]:ends[k]] = comp[k] + 1
-    return labels, int(uniq.size)
+    labels = np.empty(mask.shape, dtype=np.int32)
+    n = ndimage.label(mask.astype(bool, copy=False), structure=EIGHT_CONNECTED, output=labels)
+    return labels, int(n)
 
 
 def _component_boxes(m: np.ndarray, mask: np.ndarray, min_area: int) -> list[Box]:

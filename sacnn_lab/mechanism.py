@@ -6,14 +6,16 @@
   winner, and less the further a pixel lies from it (the receptive fields it shares with the winner);
 - :func:`competition_by_epoch`: over a run's epochs, from its probe maps: the share of defective probe images
   whose winner lies off the defect (on a distractor, a line, a huge or tiny glyph) falling, and the maxima on
-  the defect-free probe images (the false winners the competition pushes down) falling.
+  the defect-free probe images (the false winners the competition pushes down) falling;
+- :func:`winner_drift` and :func:`drift_summary`: where each defective probe image's winner lies, epoch by epoch
+  (how a pointing game changes).
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -105,8 +107,6 @@ def competition_by_epoch(history: Any) -> Any:
     """
     import pandas as pd
 
-    from .studies import winner_drift
-
     drift = winner_drift(history)
     free = history.probe_indices("defect-free")
     defective = history.probe_indices("defective")
@@ -149,3 +149,75 @@ def competitive_phase(history: Any, window: int = 20, below: float = 0.9) -> tup
     if not len(low) or low[0] == 0:
         return None
     return 0, int(low[0]) + w - 1
+
+
+def winner_drift(history: Any, epochs: Sequence[int] | None = None) -> Any:
+    """Where each defective probe image's winner lies, epoch by epoch: the material to see *how* a pointing game
+    changes (which images lose their pointing, whether their winners slide off the defect or jump to another
+    place, whether the maps spread).
+
+    Args:
+        history: a run's :class:`~sacnn_lab.history.History` (its probe maps; ``DataConfig.probe_size``
+            sets how many images it follows).
+        epochs: the recorded epochs to read (default: all).
+
+    Returns:
+        A DataFrame with one row per (defective probe image with boxes, epoch): ``image``, ``epoch``,
+        ``score`` (the image's probability), ``hit`` (the map's maximum inside a true box), ``distance`` (px from
+        the maximum to the nearest true box; 0 inside), ``peak`` (the map's maximum), ``area`` (share of the
+        map above 0.5) and ``ties`` (share of the map within 1 % of its maximum: a saturated plateau where
+        the winner is arbitrary).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .metrics import point_in_boxes
+
+    epochs = list(history.recorded_epochs if epochs is None else epochs)
+    boxes = history.probe_boxes
+    chosen = [i for i in history.probe_indices("defective") if (boxes[i, :, 0] >= 0).any()]
+    rows = []
+    for e in epochs:
+        maps = history.maps_upsampled(e)
+        scores = history.probe_scores.get(e)
+        for i in chosen:
+            m = maps[i]
+            flat = int(np.argmax(m))
+            y, x = divmod(flat, m.shape[1])
+            bx = [tuple(int(v) for v in b) for b in boxes[i] if b[0] >= 0]
+            dist = min(float(np.hypot(max(b[0] - x, 0, x - (b[2] - 1)), max(b[1] - y, 0, y - (b[3] - 1))))
+                       for b in bx)
+            peak = float(m.max())
+            rows.append({"image": i, "epoch": e, "score": float(scores[i]) if scores is not None else float("nan"),
+                         "hit": bool(point_in_boxes(y, x, bx)), "distance": dist, "peak": peak,
+                         "area": float((m > 0.5).mean()), "ties": float((m >= 0.99 * peak).mean())})
+    return pd.DataFrame(rows)
+
+
+def drift_summary(drift: Any, early: int, late: int, field: float) -> dict[str, float]:
+    """How the pointing changed between two epochs of :func:`winner_drift`'s table.
+
+    Args:
+        drift: the table.
+        early, late: the two epochs.
+        field: the network's visual field in px: a lost winner farther than it from the defect has *jumped*
+            (another place of the image won), a nearer one has *slid* off the defect's edge.
+
+    Returns:
+        ``hits_early``, ``hits_late`` (pointing games on these images), ``lost`` and ``won`` (images that
+        changed), ``jumped`` and ``slid`` (of the lost), ``median_distance_lost`` (px), and the mean ``area``
+        and ``ties`` at each epoch (``area_early`` ...).
+    """
+    import numpy as np
+
+    a = drift[drift["epoch"] == early].set_index("image")
+    b = drift[drift["epoch"] == late].set_index("image")
+    lost = a.index[a["hit"] & ~b.loc[a.index, "hit"]]
+    won = a.index[~a["hit"] & b.loc[a.index, "hit"]]
+    far = b.loc[lost, "distance"]
+    return {"images": float(len(a)), "hits_early": float(a["hit"].mean()), "hits_late": float(b["hit"].mean()),
+            "lost": float(len(lost)), "won": float(len(won)), "jumped": float((far > field).sum()),
+            "slid": float((far <= field).sum()),
+            "median_distance_lost": float(np.median(far)) if len(far) else float("nan"),
+            "area_early": float(a["area"].mean()), "area_late": float(b["area"].mean()),
+            "ties_early": float(a["ties"].mean()), "ties_late": float(b["ties"].mean())}

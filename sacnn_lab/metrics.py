@@ -1,4 +1,5 @@
-"""Classification and localisation metrics, as plain numpy functions of scores, maps and boxes.
+"""Classification and localisation metrics, as plain functions of scores, maps and boxes (numpy arrays; AUROC
+and average precision from scikit-learn).
 
 Every function takes image scores in [0, 1] and/or defect maps at input resolution, never a model: any
 method that yields a score and a map (SACNN, Grad-CAM) is measured the same way.
@@ -49,22 +50,43 @@ def confusion(scores, labels, threshold: float = 0.5) -> dict[str, int]:
             "fn": int(np.sum(~p & y))}
 
 
+def _ranking_inputs(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, labels)`` for scikit-learn's ranking metrics: float64 scores and 0/1 int8 labels (non-zero:
+    positive), ``(N,)`` each, by decreasing score.
+
+    Both figures depend only on the order of the scores and their ties: scores with NaN or infinite values,
+    which scikit-learn refuses, are replaced by their rank (NaN above every number, all NaN tied). The
+    order within tied scores does not matter either (scikit-learn takes tied scores together), so numpy's
+    fast unstable sort orders them here, and scikit-learn's own stable sort then finds them in order: a
+    pass instead of a sort, the sort that costs the most on a map's pixels (benchmarks/metrics_speed.py).
+    """
+    s, y = _as_1d("scores", scores).astype(np.float64), _as_1d("labels", labels).astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} must have the same length")
+    if not np.isfinite(s).all():
+        s = np.unique(s, return_inverse=True)[1].reshape(s.shape).astype(np.float64)
+    order = np.argsort(s)[::-1]
+    return s[order], y[order].view(np.int8)  # int8, not bool: scikit-learn's np.unique of the labels is faster
+
+
 def auroc(scores, labels) -> float:
     """Area under the ROC curve: the probability that a random defective image scores above a random
-    defect-free one (ties count half; Mann–Whitney U / (n_pos · n_neg)). ``nan`` with one class only."""
-    s, y = _as_1d("scores", scores).astype(np.float64), _as_1d("labels", labels).astype(bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    defect-free one (ties count half; Mann–Whitney U / (n_pos · n_neg)). ``nan`` with one class only.
+
+    scikit-learn's, as :func:`~sklearn.metrics.roc_auc_score` computes it for two classes
+    (:func:`~sklearn.metrics.auc` of :func:`~sklearn.metrics.roc_curve`); non-finite scores are ranked
+    (NaN highest) rather than refused.
+    """
+    s, y = _ranking_inputs(scores, labels)
+    n_pos = int(np.count_nonzero(y))
+    if n_pos == 0 or n_pos == y.size:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), np.float64)
-    sorted_s = s[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    from sklearn.metrics import auc, roc_curve  # on first use: importing this module stays light
+
+    # roc_auc_score's two-class path is exactly this, after label checks (type_of_target, label_binarize:
+    # several passes of np.unique over the labels) that the lines above make needless
+    fpr, tpr, _ = roc_curve(y, s, pos_label=1)
+    return float(auc(fpr, tpr))
 
 
 def classification(scores, labels, threshold: float = 0.5) -> dict[str, float]:
@@ -271,26 +293,20 @@ def average_precision(scores, labels) -> float:
     .. math:: AP = \\sum_n (R_n - R_{n-1})\\, P_n
 
     over the distinct score thresholds in decreasing order, with ``P_n`` and ``R_n`` the precision and
-    recall of ``scores >= t_n`` (tied scores enter together; the definition of scikit-learn's
-    ``average_precision_score``). ``nan`` without positives.
+    recall of ``scores >= t_n`` (tied scores enter together): scikit-learn's
+    :func:`~sklearn.metrics.average_precision_score`, ``nan`` without positives (and non-finite scores ranked,
+    NaN highest, as in :func:`auroc`).
 
     Args:
         scores: ``(N,)`` scores (e.g. a flattened map).
         labels: ``(N,)`` booleans (e.g. the flattened truth mask).
     """
-    s, y = _as_1d("scores", scores).astype(np.float64), _as_1d("labels", labels).astype(bool)
-    if s.shape != y.shape:
-        raise ValueError(f"scores {s.shape} and labels {y.shape} must have the same length")
-    n_pos = int(y.sum())
-    if n_pos == 0:
+    s, y = _ranking_inputs(scores, labels)
+    if not y.any():
         return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of each run of tied scores
-    tp = np.cumsum(y)[last]
-    precision = tp / (last + 1)
-    recall = tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    from sklearn.metrics import average_precision_score  # on first use: importing this module stays light
+
+    return float(average_precision_score(y, s, pos_label=1))
 
 
 def pixel_auroc(prob_map, truth) -> float:

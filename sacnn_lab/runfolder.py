@@ -1,5 +1,5 @@
-"""The run folder: which files are a run's, the lock a training holds on it, and the checks that keep a
-user's own files out of harm's way.
+"""The run folder: which files are a run's, the checkpoint's format (:func:`read_checkpoint`), the lock a
+training holds on it, and the checks that keep a user's own files out of harm's way.
 
 A run folder holds only what sacnn-lab writes (:data:`RUN_FILES`); a training refuses a folder holding
 anything else (a thesis, a ``.git``), and holds ``run.lock`` (its process id, host and start time) while it
@@ -129,9 +129,44 @@ def foreign_entries(run_dir: str | os.PathLike, deep: bool = False) -> list[str]
     return sorted(out)
 
 
-def _is_checkpoint(path: Path) -> bool:
-    from .callbacks import read_checkpoint
+CHECKPOINT_FORMAT = "sacnn-lab-checkpoint/1"
+# what every checkpoint holds besides its format (the optimiser's state and counters: trainer.state_dict())
+CHECKPOINT_KEYS = ("config", "model", "optimizer", "epoch", "step")
 
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`sacnn_lab.callbacks.save_checkpoint` (``weights_only=True``: no code is run).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable sacnn-lab checkpoint (corrupt, truncated, other format).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling error means the same thing to the user
+        # torch's own message advises weights_only=False, i.e. running the file's code: not for a file we
+        # did not write
+        raise ValueError(f"{path} is not a readable sacnn-lab checkpoint: not a file this toolkit wrote, or a "
+                         f"damaged one ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        what = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a sacnn-lab checkpoint (format {what!r})")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{path} is a damaged sacnn-lab checkpoint: it has no {', '.join(missing)} entry")
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise ValueError(f"{path} is a damaged sacnn-lab checkpoint: its model entry holds no weights")
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"{path} is a damaged sacnn-lab checkpoint: its config entry is no configuration")
+    return state
+
+
+def _is_checkpoint(path: Path) -> bool:
     try:
         read_checkpoint(path)
     except (OSError, ValueError):

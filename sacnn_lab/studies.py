@@ -8,12 +8,14 @@ maps measured against the truth every epoch. Under torchrun both spread their ru
 trains its share alone, on its own GPU where there are several; every rank gets every run's figures).
 ``methods_study`` puts every method of the paper's Table 1
 (SACNN under each aggregation, the supervised reference, the Grad-CAM baseline, the unsupervised Weibull
-detector) on the same test images, over several seeds, and returns one row per method.
+detector) on the same test images, over several seeds, and returns a :class:`MethodsStudy` (its summary: one row
+per method).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any, Sequence
 from .config import RunConfig
 from .distributed import ranks_from_env, spread
 from .experiment import Run, evaluate, load_run, split, train
+from .mechanism import drift_summary, winner_drift  # noqa: F401  (where they lived before)
 from .trainer import resolve_device
 
 
@@ -185,7 +188,7 @@ def methods_study(data: str = "characters", seeds: Sequence[int] = (0,), run_dir
                   supervised: bool = True, baseline: bool = True, baseline_seeds: int = 1, weibull: bool = True,
                   weibull_patch: int | None = None, test_size: int | None = None, base: RunConfig | None = None,
                   baseline_config: RunConfig | None = None, progress: bool = True, tolerance: float = 8,
-                  figure_images: int = 6) -> MethodsStudy:
+                  figure_images: int = 6, load_only: bool = False) -> MethodsStudy:
     """Every method of the paper's Table 1 on the same test images, with the same metrics: SACNN with each
     aggregation (weakly supervised), the same network trained from the true masks too (the supervised
     reference, ``TrainConfig.supervision="mask"``), the Grad-CAM / VGG19 baseline, and the unsupervised
@@ -211,6 +214,8 @@ def methods_study(data: str = "characters", seeds: Sequence[int] = (0,), run_dir
         progress: progress bars.
         tolerance: the pixels of ``pointing_game_tol``.
         figure_images: defective images in the figure.
+        load_only: load each run from ``run_dir`` and never train (e.g. the reference runs of
+            :mod:`sacnn_lab.course`); a run missing there, or of another configuration, is an error.
 
     Returns:
         A :class:`MethodsStudy`.
@@ -229,9 +234,21 @@ def methods_study(data: str = "characters", seeds: Sequence[int] = (0,), run_dir
     base = RunConfig(base.model, base.data, replace(base.train, eval_localisation=True))
     test = split(base, "test", n=test_size)
 
+    if load_only and run_dir is None:
+        raise ValueError("load_only reads finished runs: give run_dir")
+
     def fit(cfg: RunConfig, label: str, seed: int) -> Run:
         folder = None if run_dir is None else Path(run_dir) / f"{label}_seed{seed}"
         cfg = RunConfig(cfg.model, cfg.data, replace(cfg.train, seed=seed))
+        if load_only:
+            from .experiment import _plain, config_differences
+
+            if not (folder / "checkpoint.pt").is_file():
+                raise FileNotFoundError(f"no finished run in {folder} (load_only never trains)")
+            diff = config_differences(_plain(cfg.to_dict()), json.loads((folder / "config.json").read_text()))
+            if diff:
+                raise ValueError(f"{folder} holds a run of another configuration: {diff}")
+            return load_run(folder)
         return train(cfg, folder, resume=folder is not None, progress=progress)
 
     variants: list[tuple[str, str, str, RunConfig]] = []  # (name, folder label, supervision, config)
@@ -296,75 +313,3 @@ def methods_study(data: str = "characters", seeds: Sequence[int] = (0,), run_dir
         out[name] = row
     return MethodsStudy(pd.DataFrame.from_dict(out, orient="index"), per_seed, pd.DataFrame(epoch_rows), figure,
                         runs)
-
-
-def winner_drift(history: Any, epochs: Sequence[int] | None = None) -> Any:
-    """Where each defective probe image's winner lies, epoch by epoch: the material to see *how* a pointing game
-    changes (which images lose their pointing, whether their winners slide off the defect or jump to another
-    place, whether the maps spread).
-
-    Args:
-        history: a run's :class:`~sacnn_lab.history.History` (its probe maps; ``DataConfig.probe_size``
-            sets how many images it follows).
-        epochs: the recorded epochs to read (default: all).
-
-    Returns:
-        A DataFrame with one row per (defective probe image with boxes, epoch): ``image``, ``epoch``,
-        ``score`` (the image's probability), ``hit`` (the map's maximum inside a true box), ``distance`` (px from
-        the maximum to the nearest true box; 0 inside), ``peak`` (the map's maximum), ``area`` (share of the
-        map above 0.5) and ``ties`` (share of the map within 1 % of its maximum: a saturated plateau where
-        the winner is arbitrary).
-    """
-    import numpy as np
-    import pandas as pd
-
-    from .metrics import point_in_boxes
-
-    epochs = list(history.recorded_epochs if epochs is None else epochs)
-    boxes = history.probe_boxes
-    chosen = [i for i in history.probe_indices("defective") if (boxes[i, :, 0] >= 0).any()]
-    rows = []
-    for e in epochs:
-        maps = history.maps_upsampled(e)
-        scores = history.probe_scores.get(e)
-        for i in chosen:
-            m = maps[i]
-            flat = int(np.argmax(m))
-            y, x = divmod(flat, m.shape[1])
-            bx = [tuple(int(v) for v in b) for b in boxes[i] if b[0] >= 0]
-            dist = min(float(np.hypot(max(b[0] - x, 0, x - (b[2] - 1)), max(b[1] - y, 0, y - (b[3] - 1))))
-                       for b in bx)
-            peak = float(m.max())
-            rows.append({"image": i, "epoch": e, "score": float(scores[i]) if scores is not None else float("nan"),
-                         "hit": bool(point_in_boxes(y, x, bx)), "distance": dist, "peak": peak,
-                         "area": float((m > 0.5).mean()), "ties": float((m >= 0.99 * peak).mean())})
-    return pd.DataFrame(rows)
-
-
-def drift_summary(drift: Any, early: int, late: int, field: float) -> dict[str, float]:
-    """How the pointing changed between two epochs of :func:`winner_drift`'s table.
-
-    Args:
-        drift: the table.
-        early, late: the two epochs.
-        field: the network's visual field in px: a lost winner farther than it from the defect has *jumped*
-            (another place of the image won), a nearer one has *slid* off the defect's edge.
-
-    Returns:
-        ``hits_early``, ``hits_late`` (pointing games on these images), ``lost`` and ``won`` (images that
-        changed), ``jumped`` and ``slid`` (of the lost), ``median_distance_lost`` (px), and the mean ``area``
-        and ``ties`` at each epoch (``area_early`` ...).
-    """
-    import numpy as np
-
-    a = drift[drift["epoch"] == early].set_index("image")
-    b = drift[drift["epoch"] == late].set_index("image")
-    lost = a.index[a["hit"] & ~b.loc[a.index, "hit"]]
-    won = a.index[~a["hit"] & b.loc[a.index, "hit"]]
-    far = b.loc[lost, "distance"]
-    return {"images": float(len(a)), "hits_early": float(a["hit"].mean()), "hits_late": float(b["hit"].mean()),
-            "lost": float(len(lost)), "won": float(len(won)), "jumped": float((far > field).sum()),
-            "slid": float((far <= field).sum()),
-            "median_distance_lost": float(np.median(far)) if len(far) else float("nan"),
-            "area_early": float(a["area"].mean()), "area_late": float(b["area"].mean()),
-            "ties_early": float(a["ties"].mean()), "ties_late": float(b["ties"].mean())}

@@ -6,7 +6,7 @@ Weibull distribution; the two parameters of its fit place the patch in "Weibull 
 Euclidean distance from a reference point determined for each image on its own is its novelty, and no
 training label is used at all.
 
-What the authors' abstract fixes, and what we had to choose (written here and in the README):
+What the authors' abstract fixes, and what we had to choose (written here and in docs/results.md):
 
 - gradients: a Sobel filter's magnitude on the gray values in [0, 1] (the abstract says "image gradients");
   magnitudes below ``floor`` (1e-3) are raised to it, since a Weibull fit needs positive samples;

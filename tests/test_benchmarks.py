@@ -1,6 +1,6 @@
 """The benchmark scripts stay runnable: each parses its arguments, and the GPU check runs end to end on the CPU.
 
-The figures themselves are measured by hand (README, *Measured*); here only the scripts' plumbing is tried,
+The figures themselves are measured by hand (docs/results.md); here only the scripts' plumbing is tried,
 so that a change in the package cannot leave a benchmark broken until the next time a GPU is at hand.
 """
 
@@ -28,7 +28,7 @@ def test_every_benchmark_is_found():
                                          "train_textile.py", "generator_speed.py", "preset_ablation.py",
                                          "real_surfaces.py", "aggregation_study.py", "weibull_detector.py",
                                          "methods_table.py", "export_latency.py", "pointing_drift.py",
-                                         "gpu_speed.py"}
+                                         "gpu_speed.py", "metrics_speed.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -132,3 +132,12 @@ def test_pointing_drift_follows_the_winners_of_each_variant(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("pointing game peaked at epoch") == 2 and "jumped" in res.stdout
     assert (tmp_path / "drift.csv").is_file() and (tmp_path / "constant" / "checkpoint.pt").is_file()
+
+
+def test_metrics_speed_times_every_figure_on_small_maps():
+    res = _run("benchmarks/metrics_speed.py", "--batch", "2", "--sizes", "32", "--images", "20", "--repeats", "1",
+               timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = [ln for ln in res.stdout.splitlines() if ln.endswith(("ms per call", "ms per batch"))]
+    assert len(rows) == 2 + 8  # the image-level pair, then eight rows for the one size
+    assert "components, defect-free > Otsu" in res.stdout and "2×32×32" in res.stdout

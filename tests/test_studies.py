@@ -37,7 +37,7 @@ def test_winner_drift_follows_each_probe_winner():
     import numpy as np
 
     from sacnn_lab.history import History
-    from sacnn_lab.studies import drift_summary, winner_drift
+    from sacnn_lab.mechanism import drift_summary, winner_drift
 
     h = History()
     h.probe_images = np.zeros((3, 32, 32), np.uint8)
