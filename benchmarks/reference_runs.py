@@ -46,9 +46,18 @@ def machine() -> str:
     return f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def slim(folder: Path, half: bool = False) -> None:
+def slim(folder: Path, half: bool = False, ends_only: bool = False) -> None:
     """A finished run made smaller for shipping: no optimiser state in its checkpoint, no best.pt, no lock; with
-    ``half``, its weights stored in float16 (loading casts them back to float32)."""
+    ``half``, its weights stored in float16 (loading casts them back to float32); with ``ends_only``, the probe
+    maps of the first and the last epoch only (a run whose notebook draws no convergence)."""
+    if ends_only:
+        from sacnn_lab.history import History
+
+        h = History.load(folder)
+        ends = {h.recorded_epochs[0], h.recorded_epochs[-1]} if h.recorded_epochs else set()
+        for e in [e for e in h.recorded_epochs if e not in ends]:
+            del h.probe_maps[e], h.probe_scores[e]
+        h.save(folder)
     ckpt = folder / "checkpoint.pt"
     state = read_checkpoint(ckpt)
     state["optimizer"], state["scaler"] = {}, {}
@@ -89,7 +98,7 @@ def main() -> None:
     made = json.loads(record_path.read_text()) if record_path.is_file() else {}
     command = "python benchmarks/reference_runs.py --names {name} --setting " + args.setting
     for name in args.names:
-        target = out / args.setting / name
+        target = (out / args.setting / name).resolve()
         if target.exists():
             shutil.rmtree(target)
         t0 = time.perf_counter()
@@ -97,12 +106,16 @@ def main() -> None:
             table, runs = course.imbalance(args.setting, "train", run_dir=target, progress=not args.quiet)
             folders = sorted(p for p in target.iterdir() if p.is_dir())
             seconds = sum(r.history.epochs[-1]["train_time"] for r in runs.values())
+        elif name == "methods":
+            study = course.methods(args.setting, "train", run_dir=target, progress=not args.quiet)
+            folders = sorted(p for p in target.iterdir() if p.is_dir())
+            seconds = sum(r.history.epochs[-1]["train_time"] for r in study.runs.values())
         else:
             run = course.run(name, args.setting, "train", run_dir=target, progress=not args.quiet)
             folders, seconds = [target], run.history.epochs[-1]["train_time"]
         half = name == "baseline"  # 2.2 million weights: 4 MB in float16 instead of 9
         for folder in folders:
-            slim(folder, half=half)
+            slim(folder, half=half, ends_only=name == "methods")  # notebook 9 draws no convergence
         made[f"{args.setting}/{name}"] = {
             "command": command.format(name=name), "machine": machine(),
             "date": datetime.date.today().isoformat(), "train_seconds": round(seconds, 1),

@@ -70,6 +70,9 @@ def config(name: str, setting: str = "cpu") -> RunConfig:
     if name == "imbalance":
         return (RunConfig.preset("paper", grad_clip=20, epochs=15, num_workers=8) if gpu
                 else RunConfig.preset("fast", epochs=3, early_epochs=0, samples_per_epoch=2048))
+    if name == "methods":  # notebook 9: the base every method's run shares (its aggregation, supervision change)
+        return (RunConfig.preset("paper", grad_clip=20, num_workers=8) if gpu
+                else RunConfig.preset("fast"))
     if name.startswith("failure/") and name[len("failure/"):] in FAILURES:
         base = config("characters", setting)
         change = dict(FAILURES[name[len("failure/"):]][1])
@@ -94,7 +97,7 @@ FAILURES = {
 """The failure cases of notebook 10: each the ``characters`` run with one change, ``name → (what, change)``; the
 course runs ``"failure/<name>"``."""
 
-NAMES = ("characters", "textile", "imbalance", "baseline", *(f"failure/{k}" for k in FAILURES))
+NAMES = ("characters", "textile", "imbalance", "baseline", "methods", *(f"failure/{k}" for k in FAILURES))
 
 
 def reference_path(name: str, setting: str = "cpu") -> Path:
@@ -122,9 +125,7 @@ def describe(run: Run) -> str:
     what = (f"{len(run.history.epochs)} epochs, {last.get('train_time', 0):.0f} s of training")
     if folder is not None and REFERENCE_DIR in folder.resolve().parents:
         key = str(folder.resolve().relative_to(REFERENCE_DIR.resolve()))
-        rec = made().get(key) or next((m for m in made().values() if key in m.get("runs", ())), {})
-        return (f"reference run {key} ({what}), made on {rec.get('date', '?')} with `{rec.get('command', '?')}` "
-                f"on {rec.get('machine', '?')}")
+        return f"reference run {key} ({what}), {describe_made(key)}"
     return f"trained here, in {folder} ({what})" if folder is not None else f"trained here ({what})"
 
 
@@ -202,6 +203,53 @@ def imbalance(setting: str = "cpu", source: str = "reference", ratios: Sequence[
         tables.append(table.assign(seed=int(seed)))
         runs.update({(r, int(seed)): v for r, v in by_ratio.items()})
     return pd.concat(tables, ignore_index=True), runs
+
+
+METHODS_AGGREGATIONS = ("max", "mean", ("lse", {"lse_r": 5.0}), ("topk", {"topk_k": 0.05}))
+
+
+def methods(setting: str = "cpu", source: str = "reference", seeds: Sequence[int] = (0,),
+            aggregations: Sequence[Any] = METHODS_AGGREGATIONS, baseline: bool = False,
+            run_dir: str | os.PathLike | None = None, progress: bool = True, test_size: int | None = None,
+            **overrides: Any) -> Any:
+    """Every method on the same test images (notebook 9; :func:`~sacnn_lab.studies.methods_study`): SACNN under
+    each aggregation, the supervised reference and the Weibull detector, with the Grad-CAM baseline when
+    ``baseline``; each trained method's run from the reference runs or trained here.
+
+    Args:
+        setting, source, progress, overrides: as in :func:`run` (``overrides`` change the base every method's run
+            shares, for runs trained here).
+        seeds: initialisation seeds (the reference runs: seed 0).
+        aggregations: SACNN's aggregations, as :func:`~sacnn_lab.studies.aggregation_study` takes them.
+        baseline: also the Grad-CAM baseline (the course's ``baseline`` configuration).
+        run_dir: where trained runs live (default ``runs/<setting>/methods``), one folder per method and seed.
+        test_size: test images of the unseen seed (default: the base's, 2,000 on the cpu setting).
+
+    Returns:
+        A :class:`~sacnn_lab.studies.MethodsStudy`.
+    """
+    from .studies import methods_study
+
+    _check(setting, source)
+    reference = source == "reference"
+    if reference and overrides:
+        raise ValueError("a reference run is as it was made: overrides change runs trained here (source = 'train')")
+    base = config("methods", setting)
+    base = base.updated(**overrides) if overrides else base
+    folder = reference_path("methods", setting) if reference else Path(run_dir or Path("runs") / setting / "methods")
+    if reference and not folder.is_dir():
+        raise FileNotFoundError(f"no reference runs {setting}/methods are shipped with sacnn-lab: set source = "
+                                f"'train' to train them here" + (" (the gpu setting wants a GPU)" if setting == "gpu"
+                                                                 else ""))
+    return methods_study("characters", seeds=seeds, run_dir=folder, base=base, aggregations=aggregations,
+                         baseline=baseline, baseline_config=config("baseline", setting), progress=progress,
+                         load_only=reference, test_size=test_size)
+
+
+def describe_made(key: str) -> str:
+    """How the reference run ``key`` (``"<setting>/<name>"``) was made, in a line."""
+    rec = made().get(key) or next((m for m in made().values() if key in m.get("runs", ())), {})
+    return f"made on {rec.get('date', '?')} with `{rec.get('command', '?')}` on {rec.get('machine', '?')}"
 
 
 def load_config(folder: str | os.PathLike) -> RunConfig:

@@ -1,5 +1,7 @@
-"""A real browser: JupyterLab on localhost, the convergence notebook run in headless Chromium, the epoch
-slider moved, the rendered image checked to change. A screenshot is saved under the test's temp folder.
+"""A real browser: JupyterLab on localhost, the convergence notebook run in headless Chromium, the explorer's
+controls moved as a reader moves them (the epoch slider, the play button, the raw-map view, a second epoch
+beside the first, the save button), the rendered image checked to change and the saved file to appear.
+Screenshots are saved under the test's temp folder.
 
 Needs the operating system's Chromium (``/usr/bin/chromium``; ``.ci/run`` installs it) and Playwright's
 Python package (the ``test`` extra); Playwright never downloads a browser here.
@@ -82,6 +84,7 @@ def test_convergence_explorer_in_a_real_browser(lab):
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         try:
             before, after = _run_and_move(page, url, token, folder)
+            _new_controls(page, folder)
         finally:
             page.screenshot(path=str(folder / "last.png"))
             browser.close()
@@ -117,3 +120,38 @@ def _run_and_move(page, url: str, token: str, folder: Path) -> tuple[str, str]:
     after = image.get_attribute("src")
     page.screenshot(path=str(folder / "explorer_after.png"), full_page=False)
     return before, after
+
+
+def _changes(page, image, action) -> str:
+    """Do ``action``; wait for the image's src to change; the new src."""
+    old = image.get_attribute("src")
+    action()
+    page.wait_for_function("([img, old]) => img.src !== old", arg=[image.element_handle(), old], timeout=60_000)
+    return image.get_attribute("src")
+
+
+def _new_controls(page, folder: Path) -> None:
+    """The first explorer's other controls, each as a reader uses it."""
+    explorer = page.locator(".widget-vbox").filter(has=page.locator("text=save PNG")).first
+    image = explorer.locator(".widget-image, img").first
+    # play: steps through the epochs from the one shown (epoch 0 after the slider moved home)
+    _changes(page, image, lambda: explorer.locator(".widget-play button").first.click())
+    explorer.locator(".widget-play button").nth(1).click()  # stop: back to the first epoch
+    # the raw s x t map with the winners marked
+    _changes(page, image, lambda: explorer.locator("button:has-text('raw map')").first.click())
+    page.wait_for_timeout(3000)  # painted (headless Chromium paints a new image late on a busy machine)
+    page.screenshot(path=str(folder / "explorer_raw.png"), full_page=False)
+    # a second epoch beside the first: a second image appears
+    beside = explorer.locator("select").first
+    values = beside.locator("option").all_inner_texts()
+    beside.select_option(label=values[-1])
+    explorer.locator(".widget-image, img").nth(1).wait_for(state="visible", timeout=60_000)
+    # saving the view: a PNG in the notebook's folder
+    explorer.locator("button:has-text('save PNG')").first.click()
+    page.wait_for_function("el => el.textContent.includes('saved')",
+                           arg=explorer.locator(".widget-html:has-text('saved')").first.element_handle(timeout=60_000),
+                           timeout=60_000)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=str(folder / "explorer_beside.png"), full_page=False)
+    saved = list(folder.glob("explorer_epoch*.png"))
+    assert saved and saved[0].stat().st_size > 20_000, saved

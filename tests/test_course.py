@@ -45,11 +45,14 @@ def test_the_shipped_reference_runs_are_the_courses_configurations_and_say_how_t
     recorded = {r for m in made.values() for r in m["runs"]}
     for key in shipped:
         setting, name = key.split("/", 1)
-        name = "imbalance" if name.startswith("imbalance/") else name
+        name = name.split("/")[0] if name.startswith(("imbalance/", "methods/")) else name
         folder = course.REFERENCE_DIR / key
         diff = course.check_reference(name, setting, folder)
         if name == "imbalance":  # one run per ratio and seed: the base's fields, but its ratio and seed
             diff = [d for d in diff if d[0] not in ("data.characters.ratio", "train.seed")]
+        if name == "methods":  # one run per method: the base's fields, but its aggregation or supervision
+            diff = [d for d in diff if d[0] not in ("model.aggregation", "model.lse_r", "model.topk_k",
+                                                    "train.supervision", "train.eval_localisation")]
         assert diff == [], f"{key}: {diff}"
         assert key in recorded, f"{key} is not in made.json"
         assert not (folder / "run.lock").exists() and not (folder / "best.pt").exists()
@@ -107,3 +110,20 @@ def test_a_fresh_run_reproduces_a_reference_runs_first_epoch(key):
     assert fresh["train_loss"] == pytest.approx(saved["train_loss"], rel=0.05)
     assert fresh["val_accuracy"] == pytest.approx(saved["val_accuracy"], abs=0.03)
     assert fresh["val_pointing_game"] == pytest.approx(saved["val_pointing_game"], abs=0.05)
+
+
+def test_every_method_from_the_reference_runs_trains_nothing(tmp_path, monkeypatch):
+    """Notebook 9 at its defaults: the methods' shipped runs are read (the package's files untouched), measured on
+    a few test images."""
+    monkeypatch.chdir(tmp_path)
+    before = {p: p.stat().st_mtime for p in course.reference_path("methods").rglob("*")}
+    study = course.methods("cpu", "reference", progress=False, test_size=40)
+    assert {"SACNN", "SACNN (mean)", "supervised (masks)", "Weibull features"} <= set(study.summary.index)
+    assert study.summary.loc["SACNN", "pointing_game"] > study.summary.loc["SACNN (mean)", "pointing_game"]
+    assert {p: p.stat().st_mtime for p in course.reference_path("methods").rglob("*")} == before
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ValueError, match="as it was made"):
+        course.methods("cpu", "reference", epochs=1)
+    with pytest.raises(FileNotFoundError, match="set source = 'train'"):
+        course.methods("gpu", "reference")
+

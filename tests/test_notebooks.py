@@ -29,7 +29,8 @@ TINY = {
                   "overrides = dict(epochs=1, textile=TextileConfig(image_size=128, defect_size=(16, 48)), "
                   "samples_per_epoch=48, test_size=40)\nn_show = 3\ncompare_methods = True\nbaseline_epochs = 1\n"
                   "supervised_run = 'runs/ts'\nn_weibull = 8",
-    "09_every_method": "epochs = 2\nearly_epochs = 1\nsamples_per_epoch = 64\ntest_size = 40\nrun_dir = 'runs/m'",
+    "09_every_method": "source = 'train'\ntest_size = 40\nrun_dir = 'runs/m'\n"
+                       "overrides = dict(epochs=2, early_epochs=1, samples_per_epoch=64, val_size=32)",
     "10_failure_cases": "source = 'train'\ntest_size = 40\n"
                         "overrides = dict(epochs=1, early_epochs=0, samples_per_epoch=64, val_size=32)",
     "08_your_own_data": "generated = 'data/f'\nimage_size = 64\nn_images = 80\nepochs = 1\nrun_dir = 'runs/o'\n"

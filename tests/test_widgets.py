@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,85 @@ def test_static_fallback_and_bad_arguments(history, tmp_path):
         ConvergenceExplorer(42)
     history.save(tmp_path)
     assert ConvergenceExplorer(tmp_path).epoch == 2  # from a saved run folder
+
+
+def test_defect_free_images_sit_beside_the_defective_ones(history):
+    ex = ConvergenceExplorer(history, images=[0, 1], epoch=1)  # defective only: a defect-free one is added
+    assert ex.indices == [0, 1, 2]
+    assert "defect-free: highest p" in ex.status.value and "0/1 called defective" in ex.status.value
+    assert ConvergenceExplorer(history, images="defective", defect_free=0).indices == [0, 1, 3]
+    assert ConvergenceExplorer(history).indices == [0, 1, 3, 2]  # every probe image, the defective first
+    ex.show(epoch=0)  # epoch 0: every map peaks at 0.9, the defect-free image too
+    assert "1/1 called defective" in ex.status.value
+
+
+def test_play_steps_through_the_epochs_and_a_second_epoch_sits_beside(history):
+    ex = ConvergenceExplorer(history)
+    ex.play.value = 0  # the play button drives the epoch slider
+    assert ex.epoch == 0
+    ex.play.value = 1
+    assert ex.epoch == 1
+    assert ex.compare_image.layout.display == "none"
+    ex.show(beside=2)
+    assert ex.compare_epoch == 2 and ex.compare_image.layout.display is None
+    assert ex.compare_image.value != ex.image.value and "right:" in ex.status.value
+    ex.show(beside=-1)
+    assert ex.compare_epoch is None and ex.compare_image.layout.display == "none"
+
+
+def test_opacity_and_the_raw_map_with_its_winner(history):
+    ex = ConvergenceExplorer(history, epoch=0)
+    before = ex.image.value
+    ex.show(opacity=1.0)
+    assert ex.image.value != before
+    ex.show(view="raw map")
+    assert ex.threshold_slider.disabled and "winners" in ex.status.value
+    np.testing.assert_array_equal(ex.winners(), [[3, 3]] * 4)  # epoch 0: every map's winner is the (3, 3) corner
+    np.testing.assert_array_equal(ex.winners(2), [[0, 0]] * 4)
+    cell = ex._cells[0]
+    x, y = cell["winner"].get_data()
+    assert (x[0], y[0]) == (3.5 * 32 / 4 - 0.5, 3.5 * 32 / 4 - 0.5)  # the centre of that pixel's 8x8 block
+    assert "@(3,3)" in cell["title"].get_text()
+    with pytest.raises(ValueError, match="view"):
+        ex.show(view="3d")
+
+
+def test_grad_cam_maps_of_a_baseline_run(history):
+    base = History()
+    base.probe_images, base.probe_labels, base.probe_boxes = history.probe_images, history.probe_labels, \
+        history.probe_boxes
+    m = np.zeros((4, 2, 2), np.float16)
+    m[:, 1, 0] = 1.0
+    base.probe_maps[1] = m
+    base.probe_scores[1] = np.full(4, 0.7, np.float32)
+    ex = ConvergenceExplorer(history, baseline=base, epoch=2)
+    sacnn = ex.image.value
+    ex.show(maps="Grad-CAM")
+    assert ex.image.value != sacnn and "Grad-CAM (baseline epoch 1)" in ex.status.value
+    np.testing.assert_array_equal(ex.raw_maps(), m[ex.indices].astype(np.float32))
+    ex.show(epoch=0)  # before the baseline's first recorded epoch: its first
+    assert "baseline epoch 1" in ex.status.value
+    with pytest.raises(ValueError, match="baseline"):
+        ConvergenceExplorer(history).show(maps="Grad-CAM")
+    other = History()
+    other.probe_images = history.probe_images[:, ::-1].copy()
+    other.probe_maps[0], other.probe_scores[0] = m, np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="same probe images"):
+        ConvergenceExplorer(history, baseline=other)
+
+
+def test_save_the_view_as_png_and_the_epochs_as_a_gif(history, tmp_path):
+    from PIL import Image
+
+    ex = ConvergenceExplorer(history, save_dir=tmp_path, epoch=1)
+    ex.save_png_button.click()
+    png = tmp_path / "explorer_epoch1.png"
+    assert png.is_file() and str(png) in ex.saved.value
+    with Image.open(png) as im:
+        assert abs(im.info["dpi"][0] - 200) < 1 and im.width > 2 * Image.open(io.BytesIO(ex.png())).width
+    ex.save_gif_button.click()
+    with Image.open(tmp_path / "explorer.gif") as gif:
+        assert gif.n_frames == 3 and gif.info["loop"] == 0
+    assert ex.epoch == 1 and "epoch 1" in ex.status.value and bytes(ex.image.value) == ex.png()  # as it was
+    with pytest.raises(ValueError, match="not recorded"):
+        ex.save_gif(epochs=[5])
