@@ -353,8 +353,7 @@ class ConvergenceExplorer:
         ``<save_dir>/explorer_epoch<e>.png`` at 200 dpi; returns the path."""
         path = Path(path) if path is not None else self.save_dir / f"explorer_epoch{self.epoch}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._draw(self.epoch)
-        path.write_bytes(self.png(dpi))
+        path.write_bytes(self.png(dpi))  # update() leaves the figure at the first epoch's view
         return path
 
     def save_gif(self, path: str | os.PathLike | None = None, epochs: Sequence[int] | None = None,
