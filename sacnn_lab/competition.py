@@ -31,8 +31,9 @@ per-pixel defective layer, only the image's probability is pooled otherwise):
   over them;
 - ``"lse"``: log-sum-exp pooling of the probabilities with sharpness ``r`` (Pinheiro & Collobert, CVPR 2015),
   ``l* = (1/r) log mean exp(r p)``, between the mean (``r → 0``) and the maximum (``r → ∞``);
-  ``1 - l* = -(1/r) log mean exp(-r (1 - p))``, each side computed with ``log1p`` / ``expm1`` so that
-  neither loses its digits near 0, and from the mean's log where it underflows.
+  ``1 - l* = -(1/r) log mean exp(-r (1 - p))``, each side computed with ``log1p`` / ``expm1`` near 0 so that
+  neither loses its digits there, by ``logsumexp`` elsewhere so that neither overflows nor takes the log of 0
+  for a large ``r``, and from the mean's log where it underflows.
 """
 
 from __future__ import annotations
@@ -77,7 +78,23 @@ def pool(layers: torch.Tensor, aggregation: str = "max", lse_r: float = 5.0, top
         return p.mean(2)
     if aggregation == "topk":
         return p.topk(topk_count(topk_k, p.shape[2]), dim=2).values.mean(2)
-    return (torch.log1p(torch.expm1(lse_r * p).mean(2)) / lse_r).clamp(0.0, 1.0)
+    return (_log_mean_exp(lse_r * p, 2) / lse_r).clamp(0.0, 1.0)
+
+
+def _log_mean_exp(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """``log(mean(exp(z)))`` over ``dim``, to full float32 precision near 0 and finite for any ``z``.
+
+    Near 0 (the mean of ``expm1(z)`` within ±1/2) it is ``log1p(mean(expm1(z)))``, which keeps the digits a
+    plain ``log(mean(exp))`` loses; elsewhere ``logsumexp(z) - log N``, which neither overflows (large ``z``)
+    nor takes the log of a mean that rounded to 0 (``z`` far below 0 everywhere: ``log1p(-1)``, the NaN that
+    log-sum-exp pooling gave for ``r`` above about 16). Each branch's input is clamped where the other branch
+    is used, so neither passes an infinite gradient into ``torch.where``.
+    """
+    n = z.shape[dim]
+    u = torch.expm1(z.clamp(-30.0, 30.0)).mean(dim)  # where |u| < 1/2, no z is near either clamp
+    near = u.abs() < 0.5
+    small = torch.log1p(torch.where(near, u, torch.zeros_like(u)))
+    return torch.where(near, small, torch.logsumexp(z, dim) - math.log(n))
 
 
 def _log_pooled(logits: torch.Tensor, aggregation: str, lse_r: float, topk_k: float
@@ -98,10 +115,10 @@ def _log_pooled(logits: torch.Tensor, aggregation: str, lse_r: float, topk_k: fl
     log_mean_q = torch.logsumexp(log_q, dim=2) - math.log(n)
     if aggregation in ("mean", "topk"):
         return log_mean_p, log_mean_q
-    # lse: l* = (1/r) log1p(mean expm1(r p)), 1 - l* = -(1/r) log1p(mean expm1(-r q)); where either is too
-    # small for its log, it equals the mean of p (or of q) to first order in r·p
-    s = torch.log1p(torch.expm1(lse_r * log_p.exp()).mean(2)) / lse_r
-    t = -torch.log1p(torch.expm1(-lse_r * log_q.exp()).mean(2)) / lse_r
+    # lse: l* = (1/r) log mean exp(r p), 1 - l* = -(1/r) log mean exp(-r q); where either is too small for
+    # its log, it equals the mean of p (or of q) to first order in r·p
+    s = _log_mean_exp(lse_r * log_p.exp(), 2) / lse_r
+    t = -_log_mean_exp(-lse_r * log_q.exp(), 2) / lse_r
     tiny = 1e-6
     log_s = torch.where(s > tiny, torch.log(s.clamp_min(tiny)), log_mean_p)
     log_t = torch.where(t > tiny, torch.log(t.clamp_min(tiny)), log_mean_q)

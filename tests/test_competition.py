@@ -269,3 +269,18 @@ def test_a_network_trains_with_its_aggregation_and_refuses_an_unknown_one():
     assert model.loss(logits, labels).item() == pytest.approx(
         competition_loss(logits, labels, aggregation="lse", lse_r=3.0).item())
     assert torch.equal(model.image_scores(logits), image_scores(logits, aggregation="lse", lse_r=3.0))
+
+
+@pytest.mark.parametrize("r", [17.0, 50.0, 500.0])
+def test_a_sharp_log_sum_exp_keeps_a_finite_loss_and_gradient(r):
+    # the float32 form log1p(mean(expm1(-r q))) took log(0) once r·q passed ~16 everywhere: a NaN loss
+    torch.manual_seed(3)
+    logits = (torch.randn(4, 2, 17, 17) * 2).requires_grad_()
+    labels = torch.tensor([0, 1, 1, 0])
+    loss = competition_loss(logits, labels, aggregation="lse", lse_r=r)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    want = naive_pooled_loss(logits.detach().double(), labels, "lse", r=r)  # the formula in float64
+    assert loss.item() == pytest.approx(want.item(), rel=1e-4)
+    untrained = torch.zeros(2, 2, 17, 17)  # q = 1/2 at every pixel, the first step's case
+    assert torch.isfinite(competition_loss(untrained, torch.tensor([0, 1]), aggregation="lse", lse_r=r))
