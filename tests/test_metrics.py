@@ -130,6 +130,29 @@ def test_pixel_auroc_and_ap():
     assert pixel_auroc(np.ones((64, 64)), truth) == 0.5  # a flat map ranks nothing
 
 
+@pytest.mark.parametrize("levels", [None, 5, 2])  # continuous scores, a few tied levels, two
+def test_pixel_ranking_is_scikit_learns_auroc_and_ap(levels):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from sacnn_lab.metrics import pixel_ranking
+
+    rng = np.random.default_rng(0 if levels is None else levels)
+    for _ in range(20):
+        truth = rng.random((17, 23)) < rng.uniform(0.02, 0.5)
+        m = rng.random((17, 23)) + 0.6 * truth * rng.random()
+        if levels is not None:
+            m = np.round(m * (levels - 1)) / (levels - 1)  # many ties, between the classes too
+        if not truth.any() or truth.all():
+            continue
+        a, ap = pixel_ranking(m, truth)
+        assert a == pytest.approx(roc_auc_score(truth.ravel(), m.ravel()), abs=1e-12)
+        assert ap == pytest.approx(average_precision_score(truth.ravel(), m.ravel()), abs=1e-12)
+    only_defect = np.ones((4, 4), bool)
+    a, ap = pixel_ranking(np.random.default_rng(1).random((4, 4)), only_defect)
+    assert math.isnan(a) and ap == 1.0
+    assert all(math.isnan(v) for v in pixel_ranking(np.ones((4, 4)), np.zeros((4, 4), bool)))
+
+
 def test_otsu_binarisation_finds_a_faint_defect():
     faint = box_map(value=0.3)  # below the fixed 0.5 threshold, yet cleanly separated
     r = image_localisation(faint, [BOX])
