@@ -46,16 +46,24 @@ def machine() -> str:
     return f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def slim(folder: Path, half: bool = False, ends_only: bool = False) -> None:
+def thinned(epochs: list[int]) -> set[int]:
+    """The epochs whose probe maps a long run ships: the first seven (where the competition settles), every third
+    after them, and the last."""
+    return {e for e in epochs if e <= epochs[0] + 6 or (e - epochs[0]) % 3 == 0 or e == epochs[-1]}
+
+
+def slim(folder: Path, half: bool = False, ends_only: bool = False, thin: bool = False) -> None:
     """A finished run made smaller for shipping: no optimiser state in its checkpoint, no best.pt, no lock; with
     ``half``, its weights stored in float16 (loading casts them back to float32); with ``ends_only``, the probe
-    maps of the first and the last epoch only (a run whose notebook draws no convergence)."""
-    if ends_only:
+    maps of the first and the last epoch only (a run whose notebook draws no convergence); with ``thin``, those of
+    :func:`thinned` epochs (a run of many epochs)."""
+    if ends_only or thin:
         from sacnn_lab.history import History
 
         h = History.load(folder)
-        ends = {h.recorded_epochs[0], h.recorded_epochs[-1]} if h.recorded_epochs else set()
-        for e in [e for e in h.recorded_epochs if e not in ends]:
+        epochs = list(h.recorded_epochs)
+        keep = ({epochs[0], epochs[-1]} if ends_only else thinned(epochs)) if epochs else set()
+        for e in [e for e in epochs if e not in keep]:
             del h.probe_maps[e], h.probe_scores[e]
         h.save(folder)
     ckpt = folder / "checkpoint.pt"
@@ -83,7 +91,7 @@ def compact_history(folder: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--names", nargs="+", default=list(course.NAMES), choices=list(course.NAMES))
+    p.add_argument("--names", nargs="+", default=list(course.REFERENCE_NAMES), choices=list(course.REFERENCE_NAMES))
     p.add_argument("--setting", default="cpu", choices=course.SETTINGS)
     p.add_argument("--out", default=str(course.REFERENCE_DIR), help="where the runs go (default: the package's)")
     p.add_argument("--quiet", action="store_true")
@@ -110,17 +118,29 @@ def main() -> None:
             study = course.methods(args.setting, "train", run_dir=target, progress=not args.quiet)
             folders = sorted(p for p in target.iterdir() if p.is_dir())
             seconds = sum(r.history.epochs[-1]["train_time"] for r in study.runs.values())
+        elif name == "own_data":  # notebook 8: the stand-in where the notebook writes it, named relative to it
+            here = os.getcwd()
+            os.chdir(ROOT / "notebooks")
+            try:
+                own = course.own_data(source="train", setting=args.setting, run_dir=target)
+                run = own.run(progress=not args.quiet)
+            finally:
+                os.chdir(here)
+            folders, seconds = [target], run.history.epochs[-1]["train_time"]
         else:
             run = course.run(name, args.setting, "train", run_dir=target, progress=not args.quiet)
             folders, seconds = [target], run.history.epochs[-1]["train_time"]
         half = name == "baseline"  # 2.2 million weights: 4 MB in float16 instead of 9
+        thin = name == "own_data"  # 34 epochs of 16 maps of 48×48: 2.2 MB of maps, 1 MB thinned
         for folder in folders:
-            slim(folder, half=half, ends_only=name == "methods")  # notebook 9 draws no convergence
+            slim(folder, half=half, ends_only=name == "methods", thin=thin)  # notebook 9 draws no convergence
         made[f"{args.setting}/{name}"] = {
             "command": command.format(name=name), "machine": machine(),
             "date": datetime.date.today().isoformat(), "train_seconds": round(seconds, 1),
             "wall_seconds": round(time.perf_counter() - t0, 1), "runs": [str(f.relative_to(out)) for f in folders],
-            **({"notes": "weights stored in float16 for shipping"} if half else {})}
+            **({"notes": "weights stored in float16 for shipping"} if half else {}),
+            **({"notes": "the probe maps of epochs 0-6, every third after them and the last, for shipping"} if thin
+               else {})}
         atomic_write_bytes(record_path, (json.dumps(made, indent=1) + "\n").encode())
         print(f"{args.setting}/{name}: {len(folders)} run(s), {seconds:.0f} s of training", flush=True)
 

@@ -1,7 +1,7 @@
 """SACNN on the textile set (DAGM 2007 layout): generation time, accuracy against training time, throughput.
 
-    python benchmarks/train_textile.py                      # generation + the fast preset (~25 min in all)
-    python benchmarks/train_textile.py --budget 600         # a shorter training budget
+    python benchmarks/train_textile.py                      # generation + the fast preset (~5 min in all)
+    python benchmarks/train_textile.py --budget 120         # a shorter training budget
     python benchmarks/train_textile.py --folder /data/DAGM2007/Class1   # the real DAGM 2007 class
     python benchmarks/train_textile.py epochs=30 lr=0.003   # any preset field, by name
 

@@ -98,6 +98,9 @@ FAILURES = {
 course runs ``"failure/<name>"``."""
 
 NAMES = ("characters", "textile", "imbalance", "baseline", "methods", *(f"failure/{k}" for k in FAILURES))
+REFERENCE_NAMES = (*NAMES, "own_data")
+"""Every reference run ``benchmarks/reference_runs.py`` makes: the course's runs and notebook 8's (its settings chosen
+from the generated stand-in, :func:`own_data`)."""
 
 
 def reference_path(name: str, setting: str = "cpu") -> Path:
@@ -298,3 +301,107 @@ def summary(runs: dict[str, Run], test_size: int = 1000) -> Any:
                       "val_accuracy": last.get("val_accuracy", math.nan),
                       "epochs": len(r.history.epochs), "diverged": not test}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+OWN_DATA_STANDIN = {"image_size": 192, "n": 830}
+"""The generated stand-in of notebook 8 (:func:`data_gen.textile.sample_class_folder` at these settings): the class
+folder its reference run ``<setting>/own_data`` was trained on."""
+
+
+class OwnData:
+    """Notebook 8's run on a class folder: the configuration chosen for it (and why), its data, and the run.
+
+    Attributes:
+        folder: the class folder.
+        config: the run's :class:`~sacnn_lab.config.RunConfig` (a saved run's own).
+        reasons: why each setting was chosen, one line each.
+        run_dir: the run folder (the shipped reference run's, read only, or ``runs/<setting>/own_data``).
+        reference: whether the run is the shipped reference run.
+        data: the folder's :class:`~sacnn_lab.sources.ClassFolderSource` (its splits as the run keeps them).
+    """
+
+    def __init__(self, folder: Path, config: RunConfig, reasons: list[str], run_dir: Path, reference: bool):
+        from .sources import source_for
+
+        self.folder, self.config, self.reasons = folder, config, reasons
+        self.run_dir, self.reference = run_dir, reference
+        self.data = source_for(config, run_dir)
+
+    def describe(self) -> str:
+        """Where the run comes from and why each setting is what it is, one line each."""
+        try:
+            shown = self.folder.resolve().relative_to(Path.cwd().resolve())  # as the notebook names it
+        except ValueError:
+            shown = self.folder
+        head = (f"reference run {self.run_dir.relative_to(REFERENCE_DIR)} ({describe_made('cpu/own_data')}), trained "
+                f"on the generated stand-in {shown}" if self.reference else f"run folder {self.run_dir}")
+        return "\n".join([head, *self.reasons])
+
+    def run(self, progress: bool = True) -> Run:
+        """The reference run, or the run in ``run_dir`` (trained there first when it is not finished)."""
+        from .experiment import load_or_train
+
+        if self.reference:
+            r = load_run(self.run_dir)
+            return Run(self.config, r.model, r.history, r.run_dir)  # the folder as found here
+        return load_or_train(self.config, self.run_dir, progress=progress)
+
+    def test_split(self) -> Any:
+        """The run's test images (a :class:`~sacnn_lab.data.FolderSet`), as its run folder recorded them."""
+        return self.data.split("test")
+
+
+def own_data(folder: str | os.PathLike | None = None, source: str = "reference", setting: str = "cpu",
+             generated: str | os.PathLike = "data/07_fabric", image_size: int = 192, n_images: int = 830,
+             run_dir: str | os.PathLike | None = None, **choices: Any) -> OwnData:
+    """Notebook 8: a class folder (``good/`` beside folders of defective images), its settings and its run.
+
+    Without ``folder`` the generated stand-in is written into ``generated`` (once: ``n_images`` textile images of
+    ``image_size``², about one defective in six) and used instead. ``source="reference"`` reads the run shipped for
+    that stand-in (seconds); ``source="train"`` chooses the settings from the folder
+    (:func:`~sacnn_lab.autoconfig.suggest_config`, or a saved run's own) and trains into ``run_dir`` (default
+    ``runs/<setting>/own_data``; the recipe is chosen from the data at either setting, a GPU only shortens it).
+
+    Args:
+        folder: your class folder, or ``None`` for the generated stand-in.
+        source: ``"reference"`` (the stand-in only) or ``"train"``.
+        setting: ``"cpu"`` or ``"gpu"`` (where a trained run lives).
+        generated: where the stand-in is written.
+        image_size, n_images: the stand-in's (the reference run's: :data:`OWN_DATA_STANDIN`).
+        run_dir: where a trained run lives.
+        choices: :func:`~sacnn_lab.autoconfig.suggest_config`'s choices for a trained run (e.g. ``epochs=3``).
+
+    Raises:
+        ValueError: ``source="reference"`` with your own folder or with choices (the reference run is the
+            stand-in's, as it was made), or a stand-in that is not the one the reference run was trained on.
+    """
+    from data_gen.textile import sample_class_folder
+
+    from .autoconfig import config_for
+
+    _check(setting, source)
+    if source == "reference":
+        if (image_size, n_images) != tuple(OWN_DATA_STANDIN.values()):
+            choices = {**choices, "image_size": image_size, "n_images": n_images}
+        if folder is not None or choices:
+            what = "your folder" if folder is not None else f"{sorted(choices)}"
+            raise ValueError(f"the reference run is the generated stand-in's, as it was made: for {what} set "
+                             f"source = 'train' (training chooses the settings from the folder)")
+        ref = REFERENCE_DIR / "cpu" / "own_data"  # the recipe is chosen from the data: one run for both settings
+        if not (ref / "checkpoint.pt").is_file():
+            raise FileNotFoundError("no reference run cpu/own_data is shipped with sacnn-lab: set source = 'train'")
+        stand_in = sample_class_folder(generated, progress=False, **OWN_DATA_STANDIN).resolve()
+        config = load_config(ref)
+        config.data = replace(config.data, folder=os.fspath(stand_in))
+        record = json.loads((ref / "splits.json").read_text(encoding="utf-8"))
+        missing = [p for k in ("train", "val", "test") for p in record[k] if not (stand_in / p).is_file()]
+        if missing:
+            raise ValueError(f"{stand_in} is not the stand-in the reference run was trained on ({len(missing)} of "
+                             f"its files missing, e.g. {missing[0]}): remove it to have it written again, or set "
+                             f"source = 'train'")
+        return OwnData(stand_in, config, ["the settings of the reference run (its config.json): nothing chosen"],
+                       ref, True)
+    folder = Path(folder) if folder is not None else sample_class_folder(generated, image_size=image_size, n=n_images)
+    run_dir = Path(run_dir or Path("runs") / setting / "own_data")
+    config, reasons = config_for(folder, run_dir, **choices)
+    return OwnData(Path(folder), config, reasons, run_dir, False)

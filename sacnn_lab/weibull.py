@@ -39,7 +39,8 @@ def weibull_fit(samples: np.ndarray, iterations: int = 30) -> tuple[np.ndarray, 
     """Maximum-likelihood fits of the two-parameter Weibull distribution, one per row.
 
     The shape ``k`` solves ``Σ x^k ln x / Σ x^k - 1/k - mean(ln x) = 0`` (Newton's method from
-    ``1.28 / std(ln x)``, stopped once no row's ``k`` moves by more than a billionth of itself); the scale is ``λ = (mean x^k)^(1/k)``. Each row is divided by its maximum first
+    ``1.28 / std(ln x)``, stopped once no row's ``k`` moves by more than a billionth of itself); the scale
+    is ``λ = (mean x^k)^(1/k)``. Each row is divided by its maximum first
     (the shape does not change, the scale is multiplied back), so that ``x^k`` neither overflows nor
     underflows.
 

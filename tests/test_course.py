@@ -40,14 +40,18 @@ def test_every_setting_builds_and_takes_a_step(name, setting):
 def test_the_shipped_reference_runs_are_the_courses_configurations_and_say_how_they_were_made():
     shipped = course.available()
     assert "cpu/characters" in shipped and "gpu/characters" in shipped
-    assert any(s.startswith("cpu/imbalance/") for s in shipped)
+    assert any(s.startswith("cpu/imbalance/") for s in shipped) and "cpu/own_data" in shipped
     made = course.made()
     recorded = {r for m in made.values() for r in m["runs"]}
     for key in shipped:
         setting, name = key.split("/", 1)
         name = name.split("/")[0] if name.startswith(("imbalance/", "methods/")) else name
         folder = course.REFERENCE_DIR / key
-        diff = course.check_reference(name, setting, folder)
+        if name == "own_data":  # its settings are chosen from the stand-in's data: a folder run with its split
+            cfg = course.load_config(folder)
+            assert cfg.data.source == "folder" and cfg.data.folder == "data/07_fabric", cfg.data
+            assert (folder / "splits.json").is_file()
+        diff = [] if name == "own_data" else course.check_reference(name, setting, folder)
         if name == "imbalance":  # one run per ratio and seed: the base's fields, but its ratio and seed
             diff = [d for d in diff if d[0] not in ("data.characters.ratio", "train.seed")]
         if name == "methods":  # one run per method: the base's fields, but its aggregation or supervision
@@ -58,9 +62,9 @@ def test_the_shipped_reference_runs_are_the_courses_configurations_and_say_how_t
         assert not (folder / "run.lock").exists() and not (folder / "best.pt").exists()
     for m in made.values():
         assert m["command"] and m["machine"] and m["date"]
-    # small enough to ship: the baseline's 2.2 million weights (4 MB in float16) and the rest, ~14 MB in all
+    # small enough to ship: the baseline's 2.2 million weights (4 MB in float16) and the rest, ~16 MB in all
     size = sum(p.stat().st_size for p in course.REFERENCE_DIR.rglob("*") if p.is_file())
-    assert size < 15e6, f"the reference runs take {size / 1e6:.1f} MB"
+    assert size < 17e6, f"the reference runs take {size / 1e6:.1f} MB"
 
 
 def test_a_reference_run_loads_and_says_what_it_is():
@@ -98,14 +102,22 @@ class _FirstEpochOnly(Callback):
         trainer.should_stop = True
 
 
-@pytest.mark.parametrize("key", ["cpu/characters", "cpu/imbalance/ratio_7_seed1"])
-def test_a_fresh_run_reproduces_a_reference_runs_first_epoch(key):
+@pytest.mark.parametrize("key", ["cpu/characters", "cpu/imbalance/ratio_7_seed1", "cpu/own_data"])
+def test_a_fresh_run_reproduces_a_reference_runs_first_epoch(key, tmp_path, monkeypatch):
     """The command in made.json, cut after its first epoch: the same figures, within what another CPU's rounding
-    gives (oneDNN picks other kernels on other processors; on this one they are equal)."""
+    gives (oneDNN picks other kernels on other processors; on this one they are equal). Notebook 8's run trains on
+    the generated stand-in, written here, with the split its run folder keeps."""
     folder = course.REFERENCE_DIR / key
     saved = json.loads((folder / "history.json").read_text())["epochs"][0]
     cfg = course.load_config(folder)
-    fresh = train(cfg, None, progress=False, callbacks=[_FirstEpochOnly()]).history.epochs[0]
+    run_dir = None
+    if key == "cpu/own_data":
+        monkeypatch.chdir(tmp_path)
+        cfg = course.own_data().config  # the stand-in written here, the reference run's settings
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        (run_dir / "splits.json").write_bytes((folder / "splits.json").read_bytes())
+    fresh = train(cfg, run_dir, progress=False, callbacks=[_FirstEpochOnly()]).history.epochs[0]
     assert fresh["samples"] == saved["samples"]
     assert fresh["train_loss"] == pytest.approx(saved["train_loss"], rel=0.05)
     assert fresh["val_accuracy"] == pytest.approx(saved["val_accuracy"], abs=0.03)
@@ -127,3 +139,35 @@ def test_every_method_from_the_reference_runs_trains_nothing(tmp_path, monkeypat
     with pytest.raises(FileNotFoundError, match="set source = 'train'"):
         course.methods("gpu", "reference")
 
+
+
+def test_own_data_reads_the_stand_ins_reference_run_and_writes_nothing_of_it(tmp_path, monkeypatch):
+    """Notebook 8 at its defaults: the generated stand-in is written where the notebook asks, the shipped run is read
+    with the stand-in's path as found here, the package's files are untouched and nothing trains."""
+    monkeypatch.chdir(tmp_path)
+    ref = course.reference_path("own_data")
+    before = {p: p.stat().st_mtime for p in ref.rglob("*")}
+    own = course.own_data()
+    assert own.reference and own.folder == (tmp_path / "data" / "07_fabric").resolve()
+    assert own.config.data.source == "folder" and own.config.data.folder == str(own.folder)
+    assert own.describe().startswith("reference run cpu/own_data")
+    run = own.run()
+    assert len(run.history.epochs) == run.config.train.epochs and run.config.data.folder == str(own.folder)
+    test = own.test_split()
+    assert len(test) == len(json.loads((ref / "splits.json").read_text())["test"]) and test.labels.sum() > 0
+    assert course.describe(run).startswith("reference run cpu/own_data")
+    assert {p: p.stat().st_mtime for p in ref.rglob("*")} == before and not (tmp_path / "runs").exists()
+
+
+def test_own_data_says_what_the_reference_run_cannot_be(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="set source = 'train'"):
+        course.own_data(folder=tmp_path)  # your own folder: it trains
+    with pytest.raises(ValueError, match="set source = 'train'"):
+        course.own_data(epochs=3)
+    with pytest.raises(ValueError, match="set source = 'train'"):
+        course.own_data(image_size=64)  # another stand-in than the reference run's
+    (tmp_path / "other" / "good").mkdir(parents=True)  # a folder that is not the stand-in, where it should be
+    (tmp_path / "other" / "generator.json").write_text("{}")
+    with pytest.raises(ValueError, match="is not the stand-in the reference run was trained on"):
+        course.own_data(generated="other")

@@ -33,7 +33,8 @@ TINY = {
                        "overrides = dict(epochs=2, early_epochs=1, samples_per_epoch=64, val_size=32)",
     "10_failure_cases": "source = 'train'\ntest_size = 40\n"
                         "overrides = dict(epochs=1, early_epochs=0, samples_per_epoch=64, val_size=32)",
-    "08_your_own_data": "generated = 'data/f'\nimage_size = 64\nn_images = 80\nepochs = 1\nrun_dir = 'runs/o'\n"
+    "08_your_own_data": "source = 'train'\ngenerated = 'data/f'\nimage_size = 64\nn_images = 80\nepochs = 1\n"
+                        "run_dir = 'runs/o'\n"
                         "n_show = 2",
 }
 
