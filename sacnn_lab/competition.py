@@ -90,11 +90,13 @@ def _log_mean_exp(z: torch.Tensor, dim: int) -> torch.Tensor:
     log-sum-exp pooling gave for ``r`` above about 16). Each branch's input is clamped where the other branch
     is used, so neither passes an infinite gradient into ``torch.where``.
     """
-    n = z.shape[dim]
     u = torch.expm1(z.clamp(-30.0, 30.0)).mean(dim)  # where |u| < 1/2, no z is near either clamp
     near = u.abs() < 0.5
     small = torch.log1p(torch.where(near, u, torch.zeros_like(u)))
-    return torch.where(near, small, torch.logsumexp(z, dim) - math.log(n))
+    # log N as a tensor (the log-sum-exp of zeros), not math.log of the shape: an exported graph with a dynamic
+    # size would otherwise keep the N it was traced at
+    log_n = torch.logsumexp(torch.zeros_like(z), dim)
+    return torch.where(near, small, torch.logsumexp(z, dim) - log_n)
 
 
 def _log_pooled(logits: torch.Tensor, aggregation: str, lse_r: float, topk_k: float
