@@ -109,10 +109,13 @@ class _FirstEpochs(Callback):
 def test_a_fresh_run_reproduces_a_reference_runs_first_epoch(key, tmp_path, monkeypatch):
     """The command in made.json, cut after its first epoch (the textile run's second): the same figures, within what
     another CPU's rounding gives (oneDNN picks other kernels on other processors; on this one they are equal).
-    Notebook 8's run trains on the generated stand-in, written here, with the split its run folder keeps."""
+    Notebook 8's run trains on the generated stand-in, written here, with the split its run folder keeps.
+
+    The textile run is still at chance on its Test split after two epochs (AUROC 0.55, 21 of 575 images called
+    defect-free), where a rounding difference moves which images cross the threshold (an AMD EPYC: 0 of 575, AUROC
+    0.65, with the same losses to 4 digits); its check is the training loss and accuracy of both epochs."""
     folder = course.REFERENCE_DIR / key
     first = 2 if key == "cpu/textile" else 1  # the textile run measures its Test split every second epoch
-    saved = json.loads((folder / "history.json").read_text())["epochs"][first - 1]
     cfg = course.load_config(folder)
     run_dir = None
     if key == "cpu/own_data":
@@ -121,9 +124,15 @@ def test_a_fresh_run_reproduces_a_reference_runs_first_epoch(key, tmp_path, monk
         run_dir = tmp_path / "run"
         run_dir.mkdir()
         (run_dir / "splits.json").write_bytes((folder / "splits.json").read_bytes())
-    fresh = train(cfg, run_dir, progress=False, callbacks=[_FirstEpochs(first)]).history.epochs[first - 1]
-    assert fresh["samples"] == saved["samples"]
-    assert fresh["train_loss"] == pytest.approx(saved["train_loss"], rel=0.05)
+    epochs = train(cfg, run_dir, progress=False, callbacks=[_FirstEpochs(first)]).history.epochs
+    saved_epochs = json.loads((folder / "history.json").read_text())["epochs"][:first]
+    for got, want in zip(epochs, saved_epochs, strict=True):
+        assert got["samples"] == want["samples"]
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=0.02)
+        assert got["train_accuracy"] == pytest.approx(want["train_accuracy"], abs=0.05)
+    if key == "cpu/textile":
+        return
+    fresh, saved = epochs[-1], saved_epochs[-1]
     assert fresh["val_accuracy"] == pytest.approx(saved["val_accuracy"], abs=0.03)
     assert fresh["val_pointing_game"] == pytest.approx(saved["val_pointing_game"], abs=0.05)
 
