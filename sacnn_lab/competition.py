@@ -85,18 +85,20 @@ def _log_mean_exp(z: torch.Tensor, dim: int) -> torch.Tensor:
     """``log(mean(exp(z)))`` over ``dim``, to full float32 precision near 0 and finite for any ``z``.
 
     Near 0 (the mean of ``expm1(z)`` within ±1/2) it is ``log1p(mean(expm1(z)))``, which keeps the digits a
-    plain ``log(mean(exp))`` loses; elsewhere ``logsumexp(z) - log N``, which neither overflows (large ``z``)
-    nor takes the log of a mean that rounded to 0 (``z`` far below 0 everywhere: ``log1p(-1)``, the NaN that
-    log-sum-exp pooling gave for ``r`` above about 16). Each branch's input is clamped where the other branch
-    is used, so neither passes an infinite gradient into ``torch.where``.
+    plain ``log(mean(exp))`` loses; elsewhere ``m + log(mean(exp(z - m)))`` with ``m`` the maximum, which neither
+    overflows (large ``z``) nor takes the log of a mean that rounded to 0 (``z`` far below 0 everywhere:
+    ``log1p(-1)``, the NaN that log-sum-exp pooling gave for ``r`` above about 16). The first branch's input is
+    clamped where the second is used, and the second is finite everywhere, so neither passes an infinite gradient
+    into ``torch.where``.
     """
     u = torch.expm1(z.clamp(-30.0, 30.0)).mean(dim)  # where |u| < 1/2, no z is near either clamp
     near = u.abs() < 0.5
     small = torch.log1p(torch.where(near, u, torch.zeros_like(u)))
-    # log N as a tensor (the log-sum-exp of zeros), not math.log of the shape: an exported graph with a dynamic
-    # size would otherwise keep the N it was traced at
-    log_n = torch.logsumexp(torch.zeros_like(z), dim)
-    return torch.where(near, small, torch.logsumexp(z, dim) - log_n)
+    # the mean of exp(z - m) is at least 1/N, so its log is finite; no math.log of the shape, which an exported
+    # graph with a dynamic size would keep at the N it was traced at
+    m = z.detach().amax(dim, keepdim=True)
+    large = m.squeeze(dim) + torch.log(torch.exp(z - m).mean(dim))
+    return torch.where(near, small, large)
 
 
 def _log_pooled(logits: torch.Tensor, aggregation: str, lse_r: float, topk_k: float
